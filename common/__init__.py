@@ -1,0 +1,1 @@
+"""Shared plumbing: configuration, weight and input I/O, comparison and reporting. No network math."""

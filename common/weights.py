@@ -1,0 +1,146 @@
+"""Weights, input and target: the seeded defaults and the safetensors file format.
+
+A weights file holds the book's state_dict names in torch's layout,
+`layers.{i}.0.weight` (d_out, d_in) and `layers.{i}.0.bias` (d_out,), and optionally
+`input` (..., sizes[0]) and `target` (broadcastable to the output).
+"""
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from common.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
+
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "book_seed123.safetensors"
+TENSOR_NAME = re.compile(r"layers\.(\d+)\.0\.(weight|bias)")
+FILE_DTYPES = (np.float32, np.float64)
+
+
+def default_input(d_in: int) -> np.ndarray:
+    """(1, d_in) evenly spaced from 1 to -1: the book's [[1., 0., -1.]] when d_in is 3."""
+    return np.linspace(1.0, -1.0, d_in).reshape(1, d_in)
+
+
+def default_target(d_out: int) -> np.ndarray:
+    """(1, d_out) zeros: the book's [[0.]] when d_out is 1."""
+    return np.zeros((1, d_out))
+
+
+def seeded_params(layer_sizes, seed: int) -> list:
+    """The weights torch.manual_seed(seed) then the book's nn.Linear layers give, as NumPy.
+
+    The book's configuration comes from the committed fixture, so that it needs no torch
+    (tests/test_weights.py checks that torch still draws the same numbers).
+    """
+    if tuple(layer_sizes) == BOOK_LAYER_SIZES and seed == BOOK_SEED:
+        return load_weights(FIXTURE)[0]
+    try:
+        import torch
+    except ImportError:
+        raise InputError(
+            f"seeded weights for layer sizes {list(layer_sizes)} and seed {seed} are drawn by torch, "
+            "which is not installed: pip install torch==2.13.0, or pass --weights FILE"
+        ) from None
+    torch.manual_seed(seed)
+    # Same order of draws as the book's ModuleList of nn.Sequential(nn.Linear, GELU).
+    layers = [torch.nn.Linear(d_in, d_out) for d_in, d_out in zip(layer_sizes[:-1], layer_sizes[1:])]
+    return [(lin.weight.detach().numpy().copy(), lin.bias.detach().numpy().copy()) for lin in layers]
+
+
+def load_weights(path) -> tuple[list, np.ndarray | None, np.ndarray | None]:
+    """Read and check a weights file; returns (params, input or None, target or None)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"weights file {path} not found")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, ValueError, TypeError, OSError) as err:
+        raise InputError(f"{path} is not a readable safetensors file ({err})") from None
+
+    layers: dict[int, dict[str, np.ndarray]] = {}
+    for name, tensor in tensors.items():
+        match = TENSOR_NAME.fullmatch(name)
+        if not match and name not in ("input", "target"):
+            raise InputError(
+                f"{path}: unexpected tensor {name!r}; expected layers.{{i}}.0.weight, layers.{{i}}.0.bias, input, target"
+            )
+        if tensor.dtype not in FILE_DTYPES:
+            raise InputError(f"{path}: tensor {name} has dtype {tensor.dtype}; expected float32 or float64")
+        if not np.all(np.isfinite(tensor)):
+            raise InputError(f"{path}: tensor {name} contains NaN or inf")
+        if match:
+            layers.setdefault(int(match[1]), {})[match[2]] = tensor
+    if not layers:
+        raise InputError(f"{path}: no layers.{{i}}.0.weight tensors found")
+
+    params, d_in = [], None
+    for i in range(max(layers) + 1):
+        for kind in ("weight", "bias"):
+            if kind not in layers.get(i, {}):
+                raise InputError(
+                    f"{path}: missing layers.{i}.0.{kind} (layers must run from 0 with a weight and a bias each)"
+                )
+        W, b = layers[i]["weight"], layers[i]["bias"]
+        if W.ndim != 2 or (d_in is not None and W.shape[1] != d_in):
+            want = f"(d_out, {d_in})" if d_in is not None else "(d_out, d_in)"
+            raise InputError(f"{path}: layers.{i}.0.weight has shape {tuple(W.shape)}; expected {want}")
+        if b.shape != (W.shape[0],):
+            raise InputError(f"{path}: layers.{i}.0.bias has shape {tuple(b.shape)}; expected ({W.shape[0]},)")
+        params.append((W, b))
+        d_in = W.shape[0]
+    return params, tensors.get("input"), tensors.get("target")
+
+
+def check_input(x: np.ndarray, layer_sizes) -> None:
+    if x.ndim < 1 or x.shape[-1] != layer_sizes[0]:
+        raise InputError(
+            f"input has shape {tuple(x.shape)}; its last dimension must be the first layer size {layer_sizes[0]}"
+        )
+
+
+def check_target(target: np.ndarray, output_shape: tuple) -> None:
+    try:
+        fits = np.broadcast_shapes(target.shape, output_shape) == tuple(output_shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise InputError(
+            f"target has shape {tuple(target.shape)}, which does not broadcast to the output shape {tuple(output_shape)}"
+        )
+
+
+def save_weights(path, params, x: np.ndarray, target: np.ndarray) -> None:
+    """Write params, input and target to `path` atomically: a failed write leaves no file."""
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for i, (W, b) in enumerate(params):
+        tensors[f"layers.{i}.0.weight"] = np.ascontiguousarray(W)
+        tensors[f"layers.{i}.0.bias"] = np.ascontiguousarray(b)
+    tensors["input"], tensors["target"] = np.ascontiguousarray(x), np.ascontiguousarray(target)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)  # atomic on one file system: readers see the old file or the new one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_writable(path) -> None:
+    """Fail before any work if --save-weights cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--save-weights {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise InputError(f"--save-weights {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"--save-weights {path}: folder {path.parent} is not writable")

@@ -1,0 +1,229 @@
+"""Run the book's network in torch, JAX and NumPy on shared weights and check that the gradients agree.
+
+    python compare.py                      # the book's configuration, with and without shortcut
+    python compare.py --dtype float64      # agreement to 1e-12
+    python compare.py --json               # one JSON object on stdout
+
+Exit status: 0 when every element of every gradient agrees (and the book's numbers match,
+where the configuration is the book's), 1 when anything disagrees, 2 for bad input.
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from common import check, frameworks, weights
+from common.config import (
+    BOOK_LAYER_SIZES,
+    BOOK_RTOL,
+    BOOK_WEIGHT_GRAD_MEANS,
+    DTYPES,
+    GELU_FORMS,
+    SHORTCUT_SETTINGS,
+    Config,
+    InputError,
+    parse_frameworks,
+    parse_layer_sizes,
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit 2), like every other bad input."""
+
+    def error(self, message):
+        raise InputError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Config()
+    p = OneLineParser(prog="compare.py", description=__doc__.splitlines()[0])
+    p.add_argument("--layer-sizes", help="comma-separated widths, input first (default: the book's 3,3,3,3,3,1)")
+    p.add_argument(
+        "--seed", type=int, default=defaults.seed, help="torch.manual_seed for the weights (default: %(default)s)"
+    )
+    p.add_argument(
+        "--weights", metavar="FILE", help="safetensors file with layers.{i}.0.weight/bias and optional input, target"
+    )
+    p.add_argument("--save-weights", metavar="FILE", help="write this run's weights, input and target (safetensors)")
+    p.add_argument(
+        "--shortcut", choices=tuple(SHORTCUT_SETTINGS), default=defaults.shortcut, help="default: %(default)s"
+    )
+    p.add_argument(
+        "--gelu", choices=GELU_FORMS, default=defaults.gelu, help="GELU form (default: %(default)s, the book's)"
+    )
+    p.add_argument("--dtype", choices=DTYPES, default=defaults.dtype, help="default: %(default)s")
+    p.add_argument(
+        "--frameworks", default=",".join(defaults.frameworks), help="comma-separated subset of torch,jax,numpy"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    return p
+
+
+def resolve(args) -> tuple[Config, list, np.ndarray, np.ndarray, bool]:
+    """Check every input before any work; returns (config, params, x, target, is_book)."""
+    names = parse_frameworks(args.frameworks)
+    for name in names:
+        frameworks.check_installed(name)
+    sizes = parse_layer_sizes(args.layer_sizes) if args.layer_sizes is not None else None
+    if args.save_weights:
+        weights.check_writable(args.save_weights)
+
+    x = target = None
+    if args.weights:
+        params, x, target = weights.load_weights(args.weights)
+        file_sizes = (params[0][0].shape[1],) + tuple(W.shape[0] for W, _ in params)
+        if sizes is not None and sizes != file_sizes:
+            raise InputError(
+                f"--layer-sizes {','.join(map(str, sizes))} disagrees with {args.weights}, which has {','.join(map(str, file_sizes))}"
+            )
+        sizes = file_sizes
+    else:
+        sizes = sizes or BOOK_LAYER_SIZES
+        params = weights.seeded_params(sizes, args.seed)
+    x = weights.default_input(sizes[0]) if x is None else x
+    weights.check_input(x, sizes)
+    target = weights.default_target(sizes[-1]) if target is None else target
+    weights.check_target(target, x.shape[:-1] + (sizes[-1],))
+
+    dtype = np.dtype(args.dtype)
+    params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]  # upcast (or round) once, here
+    x, target = x.astype(dtype), target.astype(dtype)
+    config = Config(sizes, args.seed, args.shortcut, args.gelu, args.dtype, names, args.weights)
+    return config, params, x, target, is_book_configuration(config, params, x, target)
+
+
+def is_book_configuration(config: Config, params, x, target) -> bool:
+    """The book's numbers apply: its sizes, weights, input and target, in float32."""
+    if config.layer_sizes != BOOK_LAYER_SIZES or config.dtype != "float32":
+        return False
+    book_params = weights.seeded_params(BOOK_LAYER_SIZES, 123)
+    same_weights = all(np.array_equal(W, bW) and np.array_equal(b, bb) for (W, b), (bW, bb) in zip(params, book_params))
+    return (
+        same_weights
+        and np.array_equal(x, weights.default_input(3))
+        and np.array_equal(np.broadcast_to(target, (1, 1)), weights.default_target(1))
+    )
+
+
+def run(config: Config, params, x, target, is_book: bool) -> dict:
+    """Every framework on every shortcut setting; returns the report that --json prints."""
+    grads_fns = {name: frameworks.load(name) for name in config.frameworks}
+    runs = []
+    for use_shortcut in SHORTCUT_SETTINGS[config.shortcut]:
+        results = {
+            name: fn(params, x, target, use_shortcut=use_shortcut, gelu_form=config.gelu, dtype=config.dtype)
+            for name, fn in grads_fns.items()
+        }
+        entry = {
+            "use_shortcut": use_shortcut,
+            "frameworks": {
+                name: {
+                    "loss": float(r["loss"]),
+                    "weight_grad_mean_abs": check.mean_abs(r["dW"]),
+                    "bias_grad_mean_abs": check.mean_abs(r["db"]),
+                }
+                for name, r in results.items()
+            },
+            **check.compare(results, config.dtype),
+            "book": None,
+        }
+        if is_book:
+            entry["book"] = check.book_check(results, BOOK_WEIGHT_GRAD_MEANS[(config.gelu, use_shortcut)], BOOK_RTOL)
+        runs.append(entry)
+    agree = all(r["agree"] and (r["book"] is None or r["book"]["match"]) for r in runs)
+    return {
+        "agree": agree,
+        "config": {
+            "layer_sizes": list(config.layer_sizes),
+            "weights": config.weights,
+            "seed": None if config.weights else config.seed,
+            "gelu": config.gelu,
+            "dtype": config.dtype,
+            "frameworks": list(config.frameworks),
+            "input_shape": list(x.shape),
+            "book_configuration": is_book,
+        },
+        "runs": runs,
+    }
+
+
+def format_report(report: dict) -> str:
+    cfg = report["config"]
+    source = f"weights {cfg['weights']}" if cfg["weights"] else f"seed {cfg['seed']}"
+    names = cfg["frameworks"]
+    tol = report["runs"][0]["tolerance"]
+    lines = [
+        f"Layer sizes {cfg['layer_sizes']}, {source}, input {tuple(cfg['input_shape'])}, {cfg['gelu']} GELU, {cfg['dtype']}",
+        f"mean |dL/dW| per layer; 'max rel diff': largest |a-b|/max(|a|,|b|) between any two frameworks"
+        f" over every element of the layer's dW and db (tolerance {tol:g})",
+    ]
+    for r in report["runs"]:
+        losses = ", ".join(f"{n} {r['frameworks'][n]['loss']:.9g}" for n in names)
+        lines += ["", f"{'With' if r['use_shortcut'] else 'Without'} shortcut (loss: {losses})"]
+        header = f"{'layer':<18}" + "".join(f"{n:>15}" for n in names)
+        header += f"{'book':>15}" if r["book"] else ""
+        lines.append(header + f"{'max rel diff':>14}")
+        for i, diff in enumerate(r["layer_max_rel_diff"]):
+            row = f"{f'layers.{i}.0.weight':<18}" + "".join(
+                f"{r['frameworks'][n]['weight_grad_mean_abs'][i]:>15.7e}" for n in names
+            )
+            row += f"{r['book']['values'][i]:>15.7e}" if r["book"] else ""
+            lines.append(row + f"{diff:>14.1e}")
+    lines += ["", verdict(report)]
+    return "\n".join(lines)
+
+
+def verdict(report: dict) -> str:
+    cfg, runs = report["config"], report["runs"]
+    names, tol = cfg["frameworks"], runs[0]["tolerance"]
+    for r in runs:
+        m = r["first_mismatch"]
+        if m:
+            where = f"{m['tensor']}[{', '.join(map(str, m['index']))}]"
+            setting = "with" if r["use_shortcut"] else "without"
+            return (
+                f"DISAGREE: {where} {setting} shortcut is the first to differ in backprop order: "
+                f"{m['frameworks'][0]} {m['values'][0]:.9g} vs {m['frameworks'][1]} {m['values'][1]:.9g} "
+                f"(rel diff {m['rel_diff']:.2e} > {tol:g}, {cfg['dtype']})"
+            )
+    for r in runs:
+        if r["book"] and not r["book"]["match"]:
+            return f"DISAGREE WITH THE BOOK: mean |dL/dW| off by {r['book']['max_rel_diff']:.2e} relative (> {BOOK_RTOL:g})"
+    worst = max(max(r["max_rel_diff"].values()) for r in runs)
+    if len(names) == 1:
+        text = f"ONLY {names[0]}: nothing to compare it with"
+    else:
+        text = (
+            f"AGREE: {', '.join(names)} match on every element of the loss, output, every dW and db, and the "
+            f"input gradient (worst rel diff {worst:.1e} <= {tol:g}, {cfg['dtype']})"
+        )
+    books = [r["book"]["max_rel_diff"] for r in runs if r["book"]]
+    if books:
+        text += f"; mean |dL/dW| matches the book within {max(books):.1e} (<= {BOOK_RTOL:g})"
+    return text
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        config, params, x, target, is_book = resolve(args)
+        if args.save_weights:
+            weights.save_weights(args.save_weights, params, x, target)
+    except InputError as err:
+        print(f"compare.py: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"compare.py: error: {err}", file=sys.stderr)
+        return 2
+    report = run(config, params, x, target, is_book)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0 if report["agree"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

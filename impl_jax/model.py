@@ -1,0 +1,115 @@
+"""The book's ExampleDeepNeuralNetwork as a Flax NNX module; gradients by jax.grad under jax.jit.
+
+The module is split into (graphdef, params) with nnx.split and the loss is differentiated
+with plain jax.grad over params, the functional style of Flax's NNX examples: this is
+the version that shows what `jit(grad(loss))` does. Flax keeps a kernel as (d_in, d_out),
+the transpose of torch's weight; the one transposition is in `loss_and_grads`.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gimpel, 2016)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float: JAX applies it in the array's dtype
+SQRT_1_OVER_2 = math.sqrt(0.5)
+
+
+def gelu(x: jax.Array, form: str) -> jax.Array:
+    """GELU of x, (...,) -> (...,), written out rather than jax.nn.gelu.
+
+    form "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the book's formula
+         (jax.nn.gelu's default, approximate=True).
+    form "exact": 0.5 x (1 + erf(x / sqrt(2))), torch.nn.GELU()'s default.
+    """
+    if form == "tanh":
+        return 0.5 * x * (1.0 + jnp.tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x**3)))
+    if form == "exact":
+        return 0.5 * x * (1.0 + jax.scipy.special.erf(x * SQRT_1_OVER_2))
+    raise ValueError(f"unknown GELU form {form!r}: use 'tanh' or 'exact'")
+
+
+class GELU(nnx.Module):
+    """gelu(x, form) as a module; `form` is static, part of the graphdef that jit keys on."""
+
+    def __init__(self, form: str):
+        self.form = form
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return gelu(x, self.form)
+
+
+class ExampleDeepNeuralNetwork(nnx.Module):
+    """Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match."""
+
+    def __init__(self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str, *, dtype, rngs):
+        self.use_shortcut = use_shortcut
+        # HIGHEST: float32 matmuls in full float32 on every backend (no TF32/bf16 passes on a GPU).
+        self.layers = nnx.List(
+            nnx.Sequential(
+                nnx.Linear(d_in, d_out, param_dtype=dtype, precision=jax.lax.Precision.HIGHEST, rngs=rngs),
+                GELU(gelu_form),
+            )
+            for d_in, d_out in zip(layer_sizes[:-1], layer_sizes[1:])
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x (..., sizes[0]) -> (..., sizes[-1])."""
+        for layer in self.layers:
+            layer_output = layer(x)  # (..., d_out)
+            if self.use_shortcut and x.shape == layer_output.shape:
+                x = x + layer_output  # the shortcut: the input joins the output
+            else:
+                x = layer_output
+        return x
+
+
+def mse_loss(output: jax.Array, target: jax.Array) -> jax.Array:
+    """Mean over all elements of (output - target)^2; target broadcasts to output."""
+    return jnp.mean((output - target) ** 2)
+
+
+def loss_fn(params: nnx.State, graphdef: nnx.GraphDef, x: jax.Array, target: jax.Array):
+    """The loss as a pure function of (params, x), for jax.grad; the output rides along as aux."""
+    model = nnx.merge(graphdef, params)
+    output = model(x)  # (..., sizes[-1])
+    return mse_loss(output, target), output
+
+
+# value_and_grad is jax.grad that also returns the value. graphdef is static: one compilation per network structure, GELU form and dtype.
+grad_fn = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 2), has_aux=True), static_argnums=1)
+
+
+def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
+    """The common entry point: loss, output and every gradient, as NumPy arrays.
+
+    params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout;
+    x (..., sizes[0]); target broadcastable to the output; gelu_form "tanh" or "exact";
+    dtype "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}.
+    """
+    # float64 only inside this call: enable_x64 is a context, no global flag is left set.
+    with jax.enable_x64(dtype == "float64"):
+        jdtype = jnp.dtype(dtype)
+        sizes = [params[0][0].shape[1]] + [W.shape[0] for W, _ in params]
+        # The random init is overwritten at once by the shared weights.
+        model = ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form, dtype=jdtype, rngs=nnx.Rngs(0))
+        for layer, (W, b) in zip(model.layers, params):
+            linear = layer.layers[0]
+            linear.kernel = nnx.Param(jnp.asarray(np.asarray(W).T, jdtype))  # torch (out, in) -> Flax (in, out)
+            linear.bias = nnx.Param(jnp.asarray(b, jdtype))
+        graphdef, model_params = nnx.split(model, nnx.Param)
+        x, target = jnp.asarray(x, jdtype), jnp.asarray(target, jdtype)
+
+        (loss, output), (dparams, dx) = grad_fn(model_params, graphdef, x, target)
+
+        dlayers = nnx.to_pure_dict(dparams)["layers"]
+        return {
+            "loss": np.asarray(loss),
+            "output": np.asarray(output),
+            "dW": [np.asarray(dlayers[i]["layers"][0]["kernel"]).T for i in range(len(params))],  # back to (out, in)
+            "db": [np.asarray(dlayers[i]["layers"][0]["bias"]) for i in range(len(params))],
+            "dx": np.asarray(dx),
+        }

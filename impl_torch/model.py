@@ -1,0 +1,100 @@
+"""The book's ExampleDeepNeuralNetwork in PyTorch; gradients by loss.backward().
+
+Parameter names are the book's state_dict names, `layers.{i}.0.weight` (d_out, d_in)
+and `layers.{i}.0.bias` (d_out,), so a book reader's print_gradients loop works as is.
+"""
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gimpel, 2016)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float: torch applies it in the tensor's dtype
+SQRT_1_OVER_2 = math.sqrt(0.5)
+
+# float32 matmuls in full float32: no TF32, so a run on a GPU agrees with the CPU.
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+
+def gelu(x: torch.Tensor, form: str) -> torch.Tensor:
+    """GELU of x, (...,) -> (...,), written out rather than torch.nn.GELU().
+
+    form "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the book's formula.
+    form "exact": 0.5 x (1 + erf(x / sqrt(2))), what nn.GELU() computes by default.
+    """
+    if form == "tanh":
+        return 0.5 * x * (1.0 + torch.tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x**3)))
+    if form == "exact":
+        return 0.5 * x * (1.0 + torch.erf(x * SQRT_1_OVER_2))
+    raise ValueError(f"unknown GELU form {form!r}: use 'tanh' or 'exact'")
+
+
+class GELU(nn.Module):
+    """gelu(x, form) as a module, so each layer is nn.Sequential(nn.Linear, GELU) as in the book."""
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gelu(x, self.form)
+
+
+class ExampleDeepNeuralNetwork(nn.Module):
+    """Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match."""
+
+    def __init__(self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str):
+        super().__init__()
+        self.use_shortcut = use_shortcut
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Linear(d_in, d_out), GELU(gelu_form))
+            for d_in, d_out in zip(layer_sizes[:-1], layer_sizes[1:])
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., sizes[0]) -> (..., sizes[-1])."""
+        for layer in self.layers:
+            layer_output = layer(x)  # (..., d_out)
+            if self.use_shortcut and x.shape == layer_output.shape:
+                x = x + layer_output  # the shortcut: the input joins the output
+            else:
+                x = layer_output
+        return x
+
+
+def mse_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over all elements of (output - target)^2; target broadcasts to output."""
+    return torch.mean((output - target) ** 2)
+
+
+def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
+    """The common entry point: loss, output and every gradient, as NumPy arrays.
+
+    params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout;
+    x (..., sizes[0]); target broadcastable to the output; gelu_form "tanh" or "exact";
+    dtype "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}.
+    """
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    sizes = [params[0][0].shape[1]] + [W.shape[0] for W, _ in params]
+    model = ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form).to(torch_dtype)
+    with torch.no_grad():
+        for layer, (W, b) in zip(model.layers, params):
+            layer[0].weight.copy_(torch.from_numpy(np.asarray(W)))
+            layer[0].bias.copy_(torch.from_numpy(np.asarray(b)))
+    x = torch.tensor(np.asarray(x), dtype=torch_dtype, requires_grad=True)
+    target = torch.tensor(np.asarray(target), dtype=torch_dtype)
+
+    output = model(x)
+    loss = mse_loss(output, target)
+    loss.backward()
+
+    return {
+        "loss": loss.detach().numpy(),
+        "output": output.detach().numpy(),
+        "dW": [layer[0].weight.grad.numpy() for layer in model.layers],
+        "db": [layer[0].bias.grad.numpy() for layer in model.layers],
+        "dx": x.grad.numpy(),
+    }
