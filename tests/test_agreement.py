@@ -1,0 +1,101 @@
+"""All three implementations agree on every element, on networks beyond the book's."""
+
+import numpy as np
+import pytest
+from conftest import needs
+
+from common.check import TOLERANCE, compare
+from common.weights import default_input, default_target, seeded_params
+
+FRAMEWORKS = ("torch", "jax", "numpy")
+
+# (layer sizes, input shape): the book's; widths that change so some shortcuts are skipped;
+# the seed notebook's 3-D input (2, 3, 25) through [25, 25, 43, 43, 54, 54].
+NETWORKS = {
+    "book": ((3, 3, 3, 3, 3, 1), (1, 3)),
+    "non-square": ((4, 4, 6, 6, 2, 2), (5, 4)),
+    "3d-input": ((25, 25, 43, 43, 54, 54), (2, 3, 25)),
+    "1d-input": ((3, 3, 2), (3,)),
+}
+
+# Both GELU forms on every network and dtype, each with one shortcut setting (the book network
+# also runs every combination in test_book.py): 16 cases, each compiled once by JAX.
+CASES = [
+    pytest.param(net, form, dtype, shortcut, id=f"{net}-{form}-{dtype}-{'shortcut' if shortcut else 'plain'}")
+    for net in NETWORKS
+    for dtype in ("float32", "float64")
+    for form, shortcut in (("tanh", True), ("exact", False))
+]
+
+
+def network(name: str):
+    sizes, input_shape = NETWORKS[name]
+    params = seeded_params(sizes, 123)
+    if name == "book":
+        return params, default_input(3), default_target(1)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2.0, 2.0, input_shape)
+    target = rng.uniform(-1.0, 1.0, input_shape[:-1] + (sizes[-1],))
+    return params, x, target
+
+
+def run_all(name, form, dtype, use_shortcut, frameworks=FRAMEWORKS):
+    params, x, target = network(name)
+    params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]
+    x, target = x.astype(dtype), target.astype(dtype)
+    return {
+        fw: needs(fw)(params, x, target, use_shortcut=use_shortcut, gelu_form=form, dtype=dtype) for fw in frameworks
+    }
+
+
+@pytest.mark.parametrize("net, form, dtype, use_shortcut", CASES)
+def test_all_three_agree_elementwise(net, form, dtype, use_shortcut):
+    results = run_all(net, form, dtype, use_shortcut)
+    report = compare(results, dtype)
+    assert report["first_mismatch"] is None, report["first_mismatch"]
+    sizes, input_shape = NETWORKS[net]
+    for result in results.values():
+        assert result["output"].shape == tuple(input_shape[:-1]) + (sizes[-1],)
+        assert result["dx"].shape == tuple(input_shape)
+        assert [dW.shape for dW in result["dW"]] == [(o, i) for i, o in zip(sizes[:-1], sizes[1:])]
+        assert [db.shape for db in result["db"]] == [(o,) for o in sizes[1:]]
+        assert all(g.dtype == np.dtype(dtype) for g in result["dW"] + result["db"] + [result["dx"], result["output"]])
+
+
+@pytest.mark.parametrize("use_shortcut", [False, True], ids=["plain", "shortcut"])
+def test_float32_tolerance_is_above_the_noise(use_shortcut):
+    """The float32 tolerance must pass float noise: here it has at least 4x headroom on the book network."""
+    report = compare(run_all("book", "tanh", "float32", use_shortcut), "float32")
+    assert max(report["max_rel_diff"].values()) * 4 < TOLERANCE["float32"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("use_shortcut", [False, True], ids=["plain", "shortcut"])
+def test_gelu_mixup_is_caught(dtype, use_shortcut):
+    """Exact GELU in one framework and tanh in another: the tolerance must flag it in both dtypes."""
+    tanh = run_all("book", "tanh", dtype, use_shortcut, ("torch",))
+    exact = run_all("book", "exact", dtype, use_shortcut, ("numpy",))
+    report = compare({**tanh, **exact}, dtype)
+    assert not report["agree"]
+    # Named where backprop first meets it: the loss, the output or the last layer's weight.
+    assert report["first_mismatch"]["tensor"] in ("loss", "output", "layers.4.0.weight")
+
+
+@pytest.mark.parametrize("use_shortcut", [False, True], ids=["plain", "shortcut"])
+def test_float64_agreement_reaches_1e12(use_shortcut):
+    report = compare(run_all("3d-input", "tanh", "float64", use_shortcut), "float64")
+    assert TOLERANCE["float64"] <= 1e-12
+    assert max(report["max_rel_diff"].values()) < TOLERANCE["float64"]
+
+
+def test_shortcut_changes_the_gradients():
+    """use_shortcut is not ignored: the book's two settings give different gradients in each framework."""
+    off, on = run_all("book", "tanh", "float64", False), run_all("book", "tanh", "float64", True)
+    for fw in FRAMEWORKS:
+        assert np.mean(np.abs(on[fw]["dW"][0])) > 100 * np.mean(np.abs(off[fw]["dW"][0]))
+
+
+def test_gelu_form_is_not_ignored():
+    tanh, exact = run_all("book", "tanh", "float64", True), run_all("book", "exact", "float64", True)
+    for fw in FRAMEWORKS:
+        assert not np.allclose(tanh[fw]["dW"][0], exact[fw]["dW"][0], rtol=1e-6, atol=0)
