@@ -94,8 +94,11 @@ def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
     with jax.enable_x64(dtype == "float64"):
         jdtype = jnp.dtype(dtype)
         sizes = [params[0][0].shape[1]] + [W.shape[0] for W, _ in params]
-        # The random init is overwritten at once by the shared weights.
-        model = ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form, dtype=jdtype, rngs=nnx.Rngs(0))
+        # eval_shape builds the structure without drawing (or compiling) a random init:
+        # the shared weights take the parameters' place at once.
+        model = nnx.eval_shape(
+            lambda: ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form, dtype=jdtype, rngs=nnx.Rngs(0))
+        )
         for layer, (W, b) in zip(model.layers, params):
             linear = layer.layers[0]
             linear.kernel = nnx.Param(jnp.asarray(np.asarray(W).T, jdtype))  # torch (out, in) -> Flax (in, out)
