@@ -156,8 +156,8 @@ def format_report(report: dict) -> str:
     tol = report["runs"][0]["tolerance"]
     lines = [
         f"Layer sizes {cfg['layer_sizes']}, {source}, input {tuple(cfg['input_shape'])}, {cfg['gelu']} GELU, {cfg['dtype']}",
-        f"mean |dL/dW| per layer; 'max rel diff': largest |a-b|/max(|a|,|b|) between any two frameworks"
-        f" over every element of the layer's dW and db (tolerance {tol:g})",
+        f"mean |dL/dW| per layer; 'max rel diff': worst elementwise relative error between any two"
+        f" frameworks over the layer's dW and db (tolerance {tol:g}; see common/check.py)",
     ]
     for r in report["runs"]:
         losses = ", ".join(f"{n} {r['frameworks'][n]['loss']:.9g}" for n in names)
