@@ -1,0 +1,1 @@
+"""The gradient-step benchmark: python -m benchmarks.bench (see bench.py)."""

@@ -1,0 +1,421 @@
+"""Time one gradient step of torch, JAX and the hand-written NumPy against the matrix-multiply floor.
+
+    python -m benchmarks.bench                  # batch 256, widths 256,1024, depths 8,32: a table
+    python -m benchmarks.bench --json           # the same run as one JSON object on stdout
+    python -m benchmarks.bench --widths 1024 --depths 8 --repeats 5
+
+The network is the book's, scaled up: `depth` layers of width -> width, shortcut on, tanh
+GELU, float32, MSE loss (benchmarks/steps.py builds it). A step is forward, loss and backward,
+gradients for every weight, bias and the input.
+
+How it measures (exit status 0, or 2 for bad input):
+  - Each implementation, and the floor, runs in its own process, pinned to the same `--threads`
+    CPUs with OMP/MKL/OpenBLAS_NUM_THREADS set to the same number and torch.set_num_threads
+    likewise. XLA has no thread-count flag; it sizes its pool from the CPUs the process may use,
+    so the pinning is what limits JAX (the JAX maintainers' advice, jax-ml/jax#1539).
+  - The processes take turns, one timed step each per round, so that a change in the machine's
+    load during the run falls on all of them alike; before its timed step a process runs one
+    untimed step so its caches are as warm as in a training loop. The figure is the median.
+  - The floor is the three matrix multiplications per layer that any backward pass must do
+    (x W^T, dz W, dz^T x), in NumPy at the same sizes: floor/step is the fraction of the
+    floor's speed an implementation reaches.
+  - JAX's compilation is timed on its own (lower + compile) and is not in its step time.
+  - Peak memory: in a separate fresh process per implementation, the growth of the resident
+    set during one step (VmHWM after it minus VmRSS before it, the high-water mark reset just
+    before), with glibc's mmap threshold fixed at 64 KiB so that every freed buffer goes back
+    to the system and the resident set follows live memory. It counts what the step adds on top
+    of the prepared model and input: saved activations, temporaries and the gradients it returns.
+"""
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `python benchmarks/bench.py` works as well as `python -m benchmarks.bench`
+
+from common.config import InputError  # noqa: E402
+
+IMPLS = ("torch", "jax", "numpy")
+
+DEFAULT_BATCH = 256
+DEFAULT_WIDTHS = (256, 1024)
+DEFAULT_DEPTHS = (8, 32)
+DEFAULT_REPEATS = 7  # timed steps per implementation and size; the median is reported
+WARMUP_STEPS = 2  # after building (and compiling): thread pools start, buffers are paged in
+PAUSE_S = 0.05  # between one process's step and the next's: BLAS and OpenMP threads spin a while after a call
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# glibc: a fixed threshold (it is otherwise raised as buffers are freed) makes every buffer of
+# 64 KiB or more its own mapping, unmapped on free, so the resident set tracks live memory.
+MEMORY_PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+# The issue's targets (issue 5), checked on this run's ratios; nothing here asserts them.
+TARGET_WIDTH = 1024
+FLOOR_TARGETS = {"torch": 0.85, "jax": 0.85, "numpy": 0.75}  # floor time / step time, at TARGET_WIDTH
+NUMPY_OVER_TORCH_MAX = 1.2  # NumPy step / torch step, at TARGET_WIDTH
+DEPTH_FLATNESS = 0.15  # time per layer within 15% from the shallowest to the deepest network
+
+
+# ---- in the child processes -------------------------------------------------------------
+
+
+def pin(cpus: list[int]) -> None:
+    """Run this process, and every thread it starts, on these CPUs only."""
+    os.sched_setaffinity(0, cpus)
+
+
+def status_kib(field: str) -> int:
+    """A /proc/self/status figure such as VmRSS or VmHWM, in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> None:
+    """Set the high-water mark VmHWM back to the current resident set (Linux 4.0 and later)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def serve(conn, impl: str, cpus: list[int]) -> None:
+    """A timing process: builds `impl`'s step for a size on request, then times one step per request."""
+    pin(cpus)
+    from benchmarks import steps  # after pinning: the frameworks size their thread pools on import
+
+    step = None
+    while (request := conn.recv()) is not None:
+        kind, size = request
+        try:
+            if kind == "setup":
+                step = None  # free the previous size's arrays before building the next
+                step = steps.MAKERS[impl](*size)
+                for _ in range(WARMUP_STEPS):
+                    step.run()
+                conn.send(("ok", {"compile_s": step.compile_s, "loss": step.loss, "version": step.version}))
+            else:
+                step.run()  # untimed: caches warm again after the other processes' turns
+                start = time.perf_counter()
+                result = step.run()
+                elapsed = time.perf_counter() - start
+                del result
+                conn.send(("ok", elapsed))
+        except Exception as err:  # the parent reports it; a worker must not hang the run
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+def memory_probe(conn, impl: str, cpus: list[int], sizes: list[tuple]) -> None:
+    """A fresh process (with MEMORY_PROBE_ENV) that sends [peak MiB of one step] for each size."""
+    pin(cpus)
+    try:
+        from benchmarks import steps
+
+        peaks = []
+        for size in sizes:
+            step = steps.MAKERS[impl](*size)  # builds, compiles and runs one step
+            step.run()  # and a second: anything created lazily on the first exists now
+            gc.collect()
+            reset_peak_rss()
+            before = status_kib("VmRSS")
+            result = step.run()
+            peaks.append((status_kib("VmHWM") - before) / 1024)
+            del result, step
+            gc.collect()
+        conn.send(("ok", peaks))
+    except Exception as err:
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+# ---- in the parent ----------------------------------------------------------------------
+
+
+@contextmanager
+def environment(variables: dict):
+    """Set environment variables for the processes started inside the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def receive(conn, name: str):
+    status, value = conn.recv()
+    if status == "error":
+        raise RuntimeError(f"the {name} process failed: {value}")
+    return value
+
+
+def benchmark(sizes: list[tuple], impls: tuple[str, ...], threads: int, repeats: int, seed: int, log) -> dict:
+    """Run the grid; returns the report --json prints. sizes: [(batch, width, depth)]."""
+    processes = ("floor",) + impls  # one timing process each, taking turns in this order
+    cpus = sorted(os.sched_getaffinity(0))[:threads]
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no framework state inherited from this one
+    sized = [(batch, width, depth, seed) for batch, width, depth in sizes]
+    started = []
+
+    def start(target, name, *args):
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=target, args=(child, name, cpus, *args), daemon=True)
+        process.start()
+        started.append((process, parent))
+        return parent
+
+    try:
+        with environment({name: str(threads) for name in THREAD_VARIABLES}):
+            with environment(MEMORY_PROBE_ENV):
+                probes = {impl: start(memory_probe, impl, sized) for impl in impls}
+            timers = {name: start(serve, name) for name in processes}  # they import while the probes run
+        log(f"measuring peak memory of one step ({', '.join(impls)}, each in a fresh process)")
+        peaks = {impl: receive(conn, f"{impl} memory") for impl, conn in probes.items()}
+
+        rows, floors, versions = [], [], {}
+        for n, size in enumerate(sized):
+            batch, width, depth, _ = size
+            log(f"[{n + 1}/{len(sized)}] batch {batch} width {width} depth {depth}: building, compiling, warming up")
+            for conn in timers.values():
+                conn.send(("setup", size))
+            setups = {name: receive(conn, name) for name, conn in timers.items()}
+            times = {name: [] for name in processes}
+            for _ in range(repeats):
+                for name, conn in timers.items():
+                    time.sleep(PAUSE_S)
+                    conn.send(("time", None))
+                    times[name].append(receive(conn, name))
+            median = {name: statistics.median(t) for name, t in times.items()}
+            floors.append({"batch": batch, "width": width, "depth": depth, "floor_s": median["floor"]})
+            floors[-1]["floor_times_s"] = times["floor"]
+            for impl in impls:
+                versions[impl] = setups[impl]["version"]
+                rows.append(
+                    {
+                        "batch": batch,
+                        "width": width,
+                        "depth": depth,
+                        "impl": impl,
+                        "step_s": median[impl],
+                        "floor_s": median["floor"],
+                        "compile_s": setups[impl]["compile_s"],
+                        "peak_mib": peaks[impl][n],
+                        "layer_s": median[impl] / depth,
+                        "floor_over_step": median["floor"] / median[impl],
+                        "step_over_torch": median[impl] / median["torch"] if "torch" in median else None,
+                        "loss": setups[impl]["loss"],
+                        "step_times_s": times[impl],
+                    }
+                )
+            log(
+                f"    floor {median['floor'] * 1e3:.1f} ms; "
+                + ", ".join(f"{impl} {median[impl] * 1e3:.1f} ms" for impl in impls)
+            )
+    finally:
+        for _, conn in started:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for process, _ in started:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+
+    return {
+        "config": {
+            "batch": sorted({s[0] for s in sizes}),
+            "widths": sorted({s[1] for s in sizes}),
+            "depths": sorted({s[2] for s in sizes}),
+            "dtype": "float32",
+            "use_shortcut": True,
+            "gelu": "tanh",
+            "threads": threads,
+            "cpus": cpus,
+            "repeats": repeats,
+            "seed": seed,
+            "versions": versions,
+        },
+        "rows": rows,
+        "floors": floors,
+        "growth": growth(rows, floors),
+        "targets": targets(rows),
+    }
+
+
+def growth(rows: list[dict], floors: list[dict]) -> list[dict]:
+    """Time per layer, deepest over shallowest network and widest over narrowest, per implementation."""
+    entries = [dict(r, layer_s=r["layer_s"]) for r in rows]
+    entries += [dict(f, impl="floor", layer_s=f["floor_s"] / f["depth"]) for f in floors]
+    per_layer = {(e["impl"], e["batch"], e["width"], e["depth"]): e["layer_s"] for e in entries}
+    out = []
+    for impl in ("floor",) + IMPLS:
+        keys = [k for k in per_layer if k[0] == impl]
+        for batch in sorted({k[1] for k in keys}):
+            widths = sorted({k[2] for k in keys if k[1] == batch})
+            depths = sorted({k[3] for k in keys if k[1] == batch})
+            for width in widths:
+                lo, hi = depths[0], depths[-1]
+                if lo != hi and (impl, batch, width, lo) in per_layer and (impl, batch, width, hi) in per_layer:
+                    ratio = per_layer[(impl, batch, width, hi)] / per_layer[(impl, batch, width, lo)]
+                    out.append({"impl": impl, "batch": batch, "width": width, "depths": [lo, hi], "layer_ratio": ratio})
+            for depth in depths:
+                lo, hi = widths[0], widths[-1]
+                if lo != hi and (impl, batch, lo, depth) in per_layer and (impl, batch, hi, depth) in per_layer:
+                    ratio = per_layer[(impl, batch, hi, depth)] / per_layer[(impl, batch, lo, depth)]
+                    out.append({"impl": impl, "batch": batch, "depth": depth, "widths": [lo, hi], "layer_ratio": ratio})
+    return out
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """The issue's numbers, each with this run's value: what was asked, what was measured, met or not."""
+    out = []
+    wide = [r for r in rows if r["width"] == TARGET_WIDTH]
+    for r in wide:
+        limit = FLOOR_TARGETS[r["impl"]]
+        name = f"{r['impl']} floor/step at width {r['width']} depth {r['depth']} >= {limit}"
+        out.append({"target": name, "value": r["floor_over_step"], "met": r["floor_over_step"] >= limit})
+    for r in wide:
+        if r["impl"] == "numpy" and r["step_over_torch"] is not None:
+            name = f"numpy step / torch step at width {r['width']} depth {r['depth']} <= {NUMPY_OVER_TORCH_MAX}"
+            out.append(
+                {"target": name, "value": r["step_over_torch"], "met": r["step_over_torch"] <= NUMPY_OVER_TORCH_MAX}
+            )
+    for g in growth(rows, []):
+        if "depths" in g:
+            name = f"{g['impl']} time per layer at width {g['width']}, depth {g['depths'][1]} over depth {g['depths'][0]}, within {DEPTH_FLATNESS:.0%}"
+            out.append({"target": name, "value": g["layer_ratio"], "met": abs(g["layer_ratio"] - 1) <= DEPTH_FLATNESS})
+    by_size = {}
+    for r in rows:
+        by_size.setdefault((r["batch"], r["width"], r["depth"]), {})[r["impl"]] = r["peak_mib"]
+    for (_, width, depth), peak in by_size.items():
+        if "numpy" in peak and "torch" in peak and peak["torch"] > 0:
+            name = f"numpy peak memory / torch's at width {width} depth {depth} <= 1"
+            ratio = peak["numpy"] / peak["torch"]
+            out.append({"target": name, "value": ratio, "met": ratio <= 1})
+    return out
+
+
+def format_report(report: dict) -> str:
+    cfg = report["config"]
+    lines = [
+        f"One gradient step (forward, loss, backward), float32, shortcut on, tanh GELU, {cfg['threads']} threads "
+        f"(CPUs {cfg['cpus']}); median of {cfg['repeats']} timed steps; versions "
+        + ", ".join(f"{k} {v}" for k, v in cfg["versions"].items()),
+        "floor: the three matmuls per layer (x W^T, dz W, dz^T x) in NumPy at the same sizes; "
+        "floor/step: 1.0 means as fast as the floor",
+        "",
+        f"{'batch':>5} {'width':>5} {'depth':>5}  {'impl':<6} {'step ms':>9} {'ms/layer':>9} {'floor ms':>9}"
+        f" {'floor/step':>10} {'vs torch':>9} {'compile s':>9} {'peak MiB':>9}",
+    ]
+    for r in report["rows"]:
+        compile_s = f"{r['compile_s']:.2f}" if r["compile_s"] else "-"
+        vs_torch = "-" if r["step_over_torch"] is None else f"{r['step_over_torch']:.2f}"
+        lines.append(
+            f"{r['batch']:>5} {r['width']:>5} {r['depth']:>5}  {r['impl']:<6} {r['step_s'] * 1e3:>9.1f}"
+            f" {r['layer_s'] * 1e3:>9.2f} {r['floor_s'] * 1e3:>9.1f} {r['floor_over_step']:>10.2f}"
+            f" {vs_torch:>9} {compile_s:>9} {r['peak_mib']:>9.1f}"
+        )
+    if report["growth"]:
+        lines += ["", "How cost grows: time per layer, larger network over smaller"]
+        for g in report["growth"]:
+            if "depths" in g:
+                what = f"width {g['width']}: depth {g['depths'][1]} over depth {g['depths'][0]}"
+            else:
+                what = f"depth {g['depth']}: width {g['widths'][1]} over width {g['widths'][0]}"
+            lines.append(f"  {g['impl']:<6} batch {g['batch']} {what}: {g['layer_ratio']:.2f}x")
+    if report["targets"]:
+        lines += ["", "Targets (issue 5)"]
+        lines += [f"  {'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['value']:.2f}" for t in report["targets"]]
+    return "\n".join(lines)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: one integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated integers >= 1, such as 256,1024."""
+    try:
+        return tuple(positive_int(p) for p in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers such as 256,1024, got {text!r}"
+        ) from None
+
+
+def impl_names(text: str) -> tuple[str, ...]:
+    """An argparse type: a comma-separated subset of IMPLS, kept in IMPLS's order."""
+    names = text.split(",")
+    if not set(names) <= set(IMPLS) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(IMPLS)}, got {text!r}")
+    return tuple(name for name in IMPLS if name in names)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit 2, like every other bad input."""
+
+    def error(self, message):
+        raise InputError(message)
+
+
+def parse(argv) -> argparse.Namespace:
+    available = len(os.sched_getaffinity(0))
+    p = OneLineParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH, help="rows per step (default: %(default)s)")
+    p.add_argument("--widths", type=positive_ints, default=DEFAULT_WIDTHS, help="default: 256,1024")
+    p.add_argument("--depths", type=positive_ints, default=DEFAULT_DEPTHS, help="default: 8,32")
+    p.add_argument(
+        "--repeats", type=positive_int, default=DEFAULT_REPEATS, help="timed steps per size (default: %(default)s)"
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=available,
+        help="threads for every implementation (default: %(default)s, the CPUs this process may use)",
+    )
+    p.add_argument("--impls", type=impl_names, default=IMPLS, help="comma-separated subset of torch,jax,numpy")
+    p.add_argument("--seed", type=int, default=0, help="NumPy seed for the weights and input (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = p.parse_args(argv)
+    if args.threads > available:
+        raise InputError(f"--threads {args.threads}: this process may use only {available} CPUs")
+    return args
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse(argv)
+    except InputError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
+    sizes = [(args.batch, width, depth) for width in args.widths for depth in args.depths]
+    start = time.perf_counter()
+    report = benchmark(
+        sizes, args.impls, args.threads, args.repeats, args.seed, log=lambda m: print(m, file=sys.stderr, flush=True)
+    )
+    report["config"]["wall_s"] = time.perf_counter() - start
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
