@@ -1,0 +1,280 @@
+"""Where the gradient goes: the hand-written NumPy backward, one layer at a time, split into its two paths.
+
+Layer i maps its input x (..., d_in) to its output y (..., d_out):
+
+    z = x @ W.T + b        a = gelu(z)        y = x + a  (shortcut)   or   y = a
+
+so the gradient arriving at the output, dy = dL/dy, reaches the input along two paths:
+
+    dx = dz @ W      +      dy                  dz = dy * gelu'(z)
+         through the layer  the identity path   (only where the shortcut is taken)
+
+This is the seed's dL/dx1 = dL/dx2 (1 + d layer/dx1): the "1" is the identity path. Without
+it, every layer multiplies the gradient by its own through-layer factor, and the running
+product of those factors is what vanishes. Every figure is mean |.| over the elements,
+the book's measure for dL/dW.
+
+The steps are impl_numpy.model's own: its `forward` (and the cache it returns), its
+`mse_loss_backward` and `gelu_backward`; only the split of dx into its two terms is done
+here. tests/test_explain.py checks every figure against torch's autograd.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.config import InputError
+
+# --sweep-depth: how deep a network may be asked for (a typo of 6400 for 64 should fail at
+# once, not run for an hour) and the range the depth plot uses when none is given.
+MAX_SWEEP_DEPTH = 256
+DEFAULT_SWEEP = "2:16"
+
+
+def mean_abs(a) -> float:
+    """mean |a| over every element, as a Python float (computed in float64)."""
+    return float(np.mean(np.abs(np.asarray(a, np.float64))))
+
+
+@dataclass(frozen=True)
+class LayerPaths:
+    """One layer's backward step, every array in the layer's dtype and shape."""
+
+    layer: int
+    shortcut: bool  # the identity path exists: use_shortcut and d_in == d_out
+    x: np.ndarray  # (..., d_in)    the layer's input, from forward's cache
+    dy: np.ndarray  # (..., d_out)  dL/dy, arriving at the layer's output
+    dz: np.ndarray  # (..., d_out)  dL/dz = dy * gelu'(z)
+    through: np.ndarray  # (..., d_in)  dz @ W, the path through the layer
+    identity: np.ndarray  # (..., d_in)  dy if the shortcut is taken, else zeros
+    dx: np.ndarray  # (..., d_in)  dL/dx = through + identity
+    dW: np.ndarray  # (d_out, d_in)
+    db: np.ndarray  # (d_out,)
+
+
+def gradient_paths(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
+    """The backward pass of impl_numpy, layer by layer from the last to the first.
+
+    Same arguments as loss_and_grads. Returns {"loss", "output", "dout" (dL/d output),
+    "layers": [LayerPaths for the last layer, ..., for layer 0]}.
+    """
+    from impl_numpy import model
+
+    params = [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in params]
+    x, target = np.asarray(x, dtype), np.asarray(target, dtype)
+    output, cache = model.forward(params, x, use_shortcut, gelu_form)  # cache: (x, z, saved, shortcut)
+    dout = model.mse_loss_backward(output, target)  # (..., d_last)
+    layers, dy = [], dout
+    for i in reversed(range(len(params))):
+        W, _ = params[i]
+        x_i, z, saved, shortcut = cache[i]
+        dz = model.gelu_backward(dy, z, saved, gelu_form)  # (..., d_out)   a = gelu(z)
+        through = dz @ W  # (..., d_in)        z = x W^T + b  =>  dx = dz W
+        identity = dy if shortcut else np.zeros_like(through)  # (..., d_in)   y = x + a  =>  dx += dy
+        dz2, x2 = dz.reshape(-1, dz.shape[-1]), x_i.reshape(-1, x_i.shape[-1])  # rows = leading dims
+        dW, db = dz2.T @ x2, dz2.sum(axis=0)  # (d_out, d_in), (d_out,)
+        layers.append(LayerPaths(i, shortcut, x_i, dy, dz, through, identity, through + identity, dW, db))
+        dy = through + identity
+    return {"loss": model.mse_loss(output, target), "output": output, "dout": dout, "layers": layers}
+
+
+def breakdown(paths: dict) -> list[dict]:
+    """The figures --explain prints, one dict per layer from the last to the first.
+
+    "running" is mean|dy| / mean|dL/d output|: the product of the gains of every layer
+    above this one. "gelu" is mean|dz| / mean|dy| and "gain" is mean|dx| / mean|dy|.
+    """
+    rows, out = [], mean_abs(paths["dout"])
+    for p in paths["layers"]:
+        dy, dz, dx = mean_abs(p.dy), mean_abs(p.dz), mean_abs(p.dx)
+        rows.append(
+            {
+                "layer": p.layer,
+                "shortcut": p.shortcut,
+                "dy": dy,
+                "running": dy / out if out else float("nan"),
+                "gelu": dz / dy if dy else float("nan"),
+                "dz": dz,
+                "through": mean_abs(p.through),
+                "identity": mean_abs(p.identity),
+                "dx": dx,
+                "gain": dx / dy if dy else float("nan"),
+                "x": mean_abs(p.x),
+                "dW": mean_abs(p.dW),
+            }
+        )
+    return rows
+
+
+def explain(params, x, target, *, settings, gelu_form: str, dtype: str) -> dict:
+    """--explain's report: {"dtype", "gelu", "runs": [{"use_shortcut", "loss", "dout", "rows", "layers"}]}."""
+    runs = []
+    for use_shortcut in settings:
+        paths = gradient_paths(params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form, dtype=dtype)
+        runs.append(
+            {
+                "use_shortcut": use_shortcut,
+                "loss": float(paths["loss"]),
+                "dout": mean_abs(paths["dout"]),
+                "rows": int(np.prod(np.shape(x)[:-1], dtype=int)),  # input rows: leading dimensions
+                "layers": breakdown(paths),
+            }
+        )
+    return {"dtype": dtype, "gelu": gelu_form, "runs": runs}
+
+
+GELU_PRIME = "gelu'"
+COLUMNS = (
+    ("dL/dy", "arrives at the layer's output"),
+    ("running", "dL/dy / dL/d output: the product of the gains of the layers above"),
+    (GELU_PRIME, "dL/dz / dL/dy, where dz = dy * gelu'(z)"),
+    ("through", "dL/dz @ W: the path through the layer"),
+    ("identity", "dL/dy again, where the shortcut is taken (y = x + a): the identity path"),
+    ("dL/dx", "through + identity, leaving by the layer's input (the two can partly cancel)"),
+    ("gain", "dL/dx / dL/dy"),
+    ("|x|, dL/dW", "the layer's input and its weight gradient (the book's figure)"),
+)
+
+
+def format_explain(report: dict) -> str:
+    """The breakdown as text: one table per shortcut setting, then layer 0 taken apart."""
+    lines = [
+        f"Gradient paths, from the hand-written NumPy backward ({report['gelu']} GELU, {report['dtype']}).",
+        "Each figure is mean |.| over the elements; layers from the output down to the input.",
+        *(f"  {name:<9} {meaning}" for name, meaning in COLUMNS),
+    ]
+    header = (
+        f"{'layer':>5} {'dL/dy':>10} {'running':>10} {GELU_PRIME:>7} {'dL/dz':>10} {'through':>10}"
+        f" {'identity':>10} {'dL/dx':>10} {'gain':>6} {'|x|':>7} {'dL/dW':>10}"
+    )
+    for run in report["runs"]:
+        setting = "With" if run["use_shortcut"] else "Without"
+        lines += ["", f"{setting} shortcut: loss {run['loss']:.4g}, dL/d output {run['dout']:.4g}", header]
+        for r in run["layers"]:
+            identity = f"{r['identity']:>10.4g}" if r["shortcut"] else f"{'-':>10}"
+            lines.append(
+                f"{r['layer']:>5} {r['dy']:>10.4g} {r['running']:>10.4g} {r['gelu']:>7.4g} {r['dz']:>10.4g}"
+                f" {r['through']:>10.4g} {identity} {r['dx']:>10.4g} {r['gain']:>6.3g} {r['x']:>7.4g} {r['dW']:>10.4g}"
+            )
+    lines += ["", *why_layer0(report)]
+    return "\n".join(lines)
+
+
+def why_layer0(report: dict) -> list[str]:
+    """Layer 0's mean |dL/dW| as a product of its row's figures (one input row only).
+
+    With one input row, dW = dz^T x is an outer product, so mean|dW| = mean|dz| mean|x|
+    exactly, and mean|dz| = mean|dL/d output| x running x gelu' by the definitions above.
+    """
+    runs = [run for run in report["runs"] if run["rows"] == 1]
+    lines = []
+    for run in runs:
+        r = run["layers"][-1]  # layer 0
+        setting = "with" if run["use_shortcut"] else "without"
+        lines.append(
+            f"Layer 0 {setting} shortcut: dL/dW {r['dW']:.4g} = dL/d output {run['dout']:.4g} x running {r['running']:.4g}"
+            f" x gelu' {r['gelu']:.4g} x |x| {r['x']:.4g}"
+        )
+    if len(runs) == 2 and [run["use_shortcut"] for run in runs] == [False, True]:
+        (off, on), (off_run, on_run) = (run["layers"][-1] for run in runs), runs
+        alone = [r["gain"] for r in off_run["layers"][:-1]]  # the layers above layer 0, without shortcut
+        kept = [r["gain"] for r in on_run["layers"][:-1]]
+        lines.append(
+            f"So with the shortcut layer 0's dL/dW is {on['dW'] / off['dW']:.4g} times larger ="
+            f" {on_run['dout'] / off_run['dout']:.4g} (dL/d output) x {on['running'] / off['running']:.4g} (running)"
+            f" x {on['gelu'] / off['gelu']:.4g} (gelu') x {on['x'] / off['x']:.4g} (|x|). The running product"
+            f" differs most: the layers above layer 0 have gains {min(alone):.3g} to {max(alone):.3g} alone"
+            f" and {min(kept):.3g} to {max(kept):.3g} with the identity path."
+        )
+    return lines
+
+
+# The depth sweep: the first layer's mean |dL/dW| as the network gets deeper.
+
+
+def parse_depths(text: str) -> range:
+    """'2:32' -> depths 2..32; 'A:B:STEP' takes every STEP-th; 1 <= A <= B <= MAX_SWEEP_DEPTH."""
+    parts = text.split(":")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (2, 3):
+        raise InputError(f"--sweep-depth takes FIRST:LAST or FIRST:LAST:STEP in layers, such as 2:32; got {text!r}")
+    first, last, step = numbers + [1] * (3 - len(numbers))
+    if not 1 <= first <= last <= MAX_SWEEP_DEPTH or step < 1:
+        raise InputError(f"--sweep-depth needs 1 <= FIRST <= LAST <= {MAX_SWEEP_DEPTH} and STEP >= 1; got {text!r}")
+    return range(first, last + 1, step)
+
+
+def sweep_depth(
+    grads_fns: dict, depths, *, width: int, d_out: int, seed: int, gelu_form: str, dtype: str, progress=None
+):
+    """Layer 0's mean |dL/dW| for networks of `depth` layers: depth-1 (width -> width) then (width -> d_out).
+
+    Each depth draws its own weights with torch.manual_seed(seed), so layer 0 starts from
+    the same weights at every depth. Returns {"depths": [...], "values": {framework: {"off": [...],
+    "on": [...]}}}; `progress(text)` is called before each depth.
+    """
+    from common import weights
+
+    x = weights.default_input(width).astype(dtype)  # (1, width)
+    target = weights.default_target(d_out).astype(dtype)  # (1, d_out)
+    values = {name: {"off": [], "on": []} for name in grads_fns}
+    depths = list(depths)
+    start = time.perf_counter()
+    for k, depth in enumerate(depths):
+        if progress:
+            progress(f"sweep: depth {depth} ({k + 1}/{len(depths)}, {time.perf_counter() - start:.1f} s so far)")
+        params = weights.seeded_params((width,) * depth + (d_out,), seed)
+        params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]
+        for name, fn in grads_fns.items():
+            for key, use_shortcut in (("off", False), ("on", True)):
+                dW0 = fn(params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form, dtype=dtype)["dW"][0]
+                values[name][key].append(mean_abs(dW0))
+    return {"depths": depths, "values": values}
+
+
+def fit_decay(depths, values) -> dict:
+    """Least-squares line through log10(value) against depth; `factor` = 10**slope per added layer.
+
+    Zeros (float underflow) and non-finite values have no logarithm: they are left out,
+    and counted in "left_out". `factor` is None with fewer than two usable points.
+    """
+    d, v = np.asarray(depths, np.float64), np.asarray(values, np.float64)
+    usable = np.isfinite(v) & (v > 0)
+    if usable.sum() < 2:
+        return {"factor": None, "points": int(usable.sum()), "left_out": int((~usable).sum())}
+    slope, intercept = np.polyfit(d[usable], np.log10(v[usable]), 1)
+    return {
+        "factor": float(10**slope),
+        "slope": float(slope),
+        "intercept": float(intercept),
+        "points": int(usable.sum()),
+        "left_out": int((~usable).sum()),
+    }
+
+
+def format_sweep(sweep: dict, fits: dict) -> str:
+    """The sweep as a table (one column per framework and setting) and the fitted decay rates."""
+    names = list(sweep["values"])
+    cols = [(n, k) for n in names for k in ("off", "on")]
+    lines = [
+        "Depth sweep: layer 0's mean |dL/dW| against the number of layers (off: without shortcut, on: with)",
+        f"{'depth':>5}" + "".join(f"{f'{n} {k}':>14}" for n, k in cols),
+    ]
+    for j, depth in enumerate(sweep["depths"]):
+        lines.append(f"{depth:>5}" + "".join(f"{sweep['values'][n][k][j]:>14.4g}" for n, k in cols))
+    first, last = sweep["depths"][0], sweep["depths"][-1]
+    for name in names:
+        fit = fits[name]
+        if fit["factor"] is None:
+            lines.append(f"{name}: too few nonzero points to fit a decay rate without shortcut")
+            continue
+        left = f"; {fit['left_out']} zero or non-finite values left out" if fit["left_out"] else ""
+        lines.append(
+            f"{name}: without shortcut, layer 0's mean |dL/dW| changes by a factor {fit['factor']:.3g} per added"
+            f" layer (least-squares fit of log10 over depths {first}..{last}, {fit['points']} points{left})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""The pictures: per-layer mean |dL/dW| (the book's Figure 4.12, measured) and the depth sweep.
+
+matplotlib is an optional extra (`pip install -e ".[plot]"`), imported only when a picture
+is drawn. Figures are built with matplotlib.figure.Figure and the Agg canvas, never pyplot,
+so no window or global state is involved. Each drawing function returns the Figure; the
+numbers on it can be read back from its lines (tests/test_plots.py does).
+"""
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from common.config import InputError
+
+FIGSIZE_IN = (9.0, 5.5)  # inches; at DPI this is PIXELS, wide enough for the legend beside the data
+DPI = 100
+PIXELS = (900, 550)  # (width, height) of every PNG written here
+# One hollow marker per framework, in shrinking sizes, so that three equal values stay visible.
+MARKERS = {"torch": ("o", 11), "jax": ("s", 7.5), "numpy": ("^", 4.5)}
+COLORS = {False: "tab:red", True: "tab:blue"}  # without shortcut, with shortcut
+SETTING = {False: "without shortcut", True: "with shortcut"}
+
+
+def require_matplotlib(flag: str) -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InputError(f'{flag} draws with matplotlib, which is not installed: pip install -e ".[plot]"')
+
+
+def check_output_path(path: str, flag: str, suffix: str) -> None:
+    """Fail before any work if `path` is not a writable FILE{suffix} in an existing folder."""
+    p = Path(path)
+    if p.suffix.lower() != suffix:
+        raise InputError(f"{flag} writes a {suffix} file; give a name ending in {suffix}, got {path!r}")
+    if p.is_dir():
+        raise InputError(f"{flag} {path} is a directory; give a file name")
+    if not p.parent.is_dir():
+        raise InputError(f"{flag} {path}: folder {p.parent} does not exist")
+    if not os.access(p.parent, os.W_OK):
+        raise InputError(f"{flag} {path}: folder {p.parent} is not writable")
+
+
+def write_atomically(path, write) -> None:
+    """write(temporary path) then rename onto `path`: a failed write leaves no file behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; the result is an ordinary file
+        os.replace(tmp, path)  # atomic on one file system: readers see the old file or the new one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_png(fig, path) -> None:
+    """The figure as a PIXELS-sized PNG at `path`, written atomically."""
+    write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+
+
+def _figure():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _positive(xs, ys):
+    """The points a log axis can show: zeros (underflow) and inf/nan are left out."""
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    keep = np.isfinite(ys) & (ys > 0)
+    return xs[keep], ys[keep]
+
+
+def layer_gradients_figure(report: dict):
+    """compare.run's report as a plot: mean |dL/dW| per layer on a log axis.
+
+    One colour per shortcut setting, one marker per framework, and the book's printed
+    values as crosses where the configuration is the book's. Line labels are
+    "{framework} {without|with} shortcut" and "book {without|with} shortcut".
+    """
+    cfg = report["config"]
+    fig, ax = _figure()
+    for run in report["runs"]:
+        color, setting = COLORS[run["use_shortcut"]], SETTING[run["use_shortcut"]]
+        for name, fw in run["frameworks"].items():
+            marker, size = MARKERS.get(name, ("D", 6))
+            xs, ys = _positive(range(len(fw["weight_grad_mean_abs"])), fw["weight_grad_mean_abs"])
+            ax.plot(
+                xs,
+                ys,
+                marker=marker,
+                markersize=size,
+                fillstyle="none",
+                linestyle="-",
+                linewidth=0.8,
+                color=color,
+                label=f"{name} {setting}",
+            )
+        if run["book"]:
+            ax.plot(
+                range(len(run["book"]["values"])),
+                run["book"]["values"],
+                marker="x",
+                markersize=9,
+                linestyle="none",
+                color="black",
+                label=f"book {setting}",
+            )
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(cfg["layer_sizes"]) - 1))
+    ax.set_xticklabels([f"layers.{i}" for i in range(len(cfg["layer_sizes"]) - 1)])
+    ax.set_xlabel("layer (0 is next to the input)")
+    ax.set_ylabel("mean |dL/dW|  (log scale)")
+    ax.set_title(
+        f"Per-layer weight gradient, layer sizes {cfg['layer_sizes']}, {cfg['gelu']} GELU, {cfg['dtype']}", fontsize=11
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
+    return fig
+
+
+def sweep_figure(sweep: dict, fits: dict, *, gelu_form: str, dtype: str):
+    """explain.sweep_depth's result as a plot: layer 0's mean |dL/dW| against depth, log axis.
+
+    Line labels are "{framework} {without|with} shortcut" and, for each fitted unshortcut
+    line, "{framework} fit: x{factor} per layer" (dashed).
+    """
+    fig, ax = _figure()
+    depths = sweep["depths"]
+    for name, values in sweep["values"].items():
+        marker, size = MARKERS.get(name, ("D", 6))
+        for key, use_shortcut in (("off", False), ("on", True)):
+            xs, ys = _positive(depths, values[key])
+            ax.plot(
+                xs,
+                ys,
+                marker=marker,
+                markersize=size,
+                fillstyle="none",
+                linestyle="-",
+                linewidth=0.8,
+                color=COLORS[use_shortcut],
+                label=f"{name} {SETTING[use_shortcut]}",
+            )
+        fit = fits[name]
+        if fit["factor"] is not None:
+            d = np.asarray(depths, np.float64)
+            ax.plot(
+                d,
+                10 ** (fit["intercept"] + fit["slope"] * d),
+                linestyle="--",
+                linewidth=1,
+                color="gray",
+                label=f"{name} fit: x{fit['factor']:.3g} per layer",
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("depth (number of layers; the book's network has 5)")
+    ax.set_ylabel("layer 0: mean |dL/dW|  (log scale)")
+    ax.set_title(f"First layer's weight gradient against depth, {gelu_form} GELU, {dtype}", fontsize=11)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
+    return fig
