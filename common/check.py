@@ -37,15 +37,20 @@ TOLERANCE = {"float32": 4e-6, "float64": 1e-12}
 NOISE_ULPS = 32
 
 
-def relative_error(a, b, tol: float, eps: float) -> np.ndarray:
+def relative_error(a, b, tol: float, eps: float, magnitude=None) -> np.ndarray:
     """|a - b| / max(|a|, |b|, floor) elementwise, in float64; 0 where a and b are both 0.
 
     floor = NOISE_ULPS * eps * max|T| / tol: at the floor, an error of NOISE_ULPS ulps of the
-    tensor's largest element is exactly the tolerance.
+    tensor's largest element is exactly the tolerance. With `magnitude` (the element's
+    measured size of the terms it is summed from: common.numerical.sensitivity), the floor is taken
+    per element from max(max|T|, magnitude).
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     diff, scale = np.abs(a - b), np.maximum(np.abs(a), np.abs(b))
-    floor = NOISE_ULPS * eps * (scale.max() if scale.size else 0.0) / tol
+    size = scale.max() if scale.size else 0.0
+    if magnitude is not None:
+        size = np.maximum(size, np.asarray(magnitude, np.float64))
+    floor = NOISE_ULPS * eps * size / tol
     scale = np.maximum(scale, floor)
     return np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
 
@@ -61,14 +66,16 @@ def tensors(result: dict) -> list[tuple[str, int | None, np.ndarray]]:
     return items
 
 
-def compare(results: dict[str, dict], dtype: str) -> dict:
+def compare(results: dict[str, dict], dtype: str, magnitude: dict | None = None) -> dict:
     """Compare every pair of implementations on every element of every tensor.
 
-    results: {framework name: loss_and_grads(...) result}. Returns
-    "max_rel_diff" {tensor name: worst over all pairs}, "layer_max_rel_diff" [per layer,
-    weight and bias together], "first_mismatch" (None, or where the first tensor in
-    backprop order exceeds the tolerance: tensor, layer, index, frameworks, values) and
-    "agree".
+    results: {framework name: loss_and_grads(...) result}; magnitude: optional, a
+    `common.numerical.sensitivity(...)` result, to floor each element at its own measured conditioning.
+    Returns "max_rel_diff" {tensor name: worst over all pairs}, "layer_max_rel_diff" [per
+    layer, weight and bias together], "first_mismatch" (None, or where the first tensor in
+    backprop order exceeds the tolerance: tensor, layer, index, frameworks, values, and
+    odd_one_out: the one framework that disagrees with all the others there, if there is
+    one) and "agree".
     """
     tol, eps = TOLERANCE[dtype], float(np.finfo(dtype).eps)
     names = list(results)
@@ -77,13 +84,15 @@ def compare(results: dict[str, dict], dtype: str) -> dict:
     max_rel, layer_max = {}, [0.0] * n_layers
     first = None
     listed = {name: tensors(result) for name, result in results.items()}
+    sizes = tensors(magnitude) if magnitude is not None else None
     for k, (tname, layer, _) in enumerate(listed[names[0]]):
         worst = 0.0
+        rels = {}
         for a, b in pairs:
             va, vb = listed[a][k][2], listed[b][k][2]
             if np.shape(va) != np.shape(vb):
                 raise ValueError(f"{tname}: {a} gives shape {np.shape(va)}, {b} gives {np.shape(vb)}")
-            rel = relative_error(va, vb, tol, eps)
+            rel = rels[a, b] = relative_error(va, vb, tol, eps, sizes[k][2] if sizes else None)
             if rel.size and rel.max() > worst:
                 worst = float(rel.max())
             if first is None and rel.size and rel.max() > tol:
@@ -96,6 +105,8 @@ def compare(results: dict[str, dict], dtype: str) -> dict:
                     "values": [float(np.asarray(va)[idx]), float(np.asarray(vb)[idx])],
                     "rel_diff": float(rel[idx]),
                 }
+        if first is not None and first["tensor"] == tname:
+            first["odd_one_out"] = odd_one_out(names, rels, tuple(first["index"]), tol)
         max_rel[tname] = worst
         if layer is not None:
             layer_max[layer] = max(layer_max[layer], worst)
@@ -107,6 +118,21 @@ def compare(results: dict[str, dict], dtype: str) -> dict:
         "first_mismatch": first,
         "agree": first is None,
     }
+
+
+def odd_one_out(names: list[str], rels: dict, idx: tuple, tol: float) -> str | None:
+    """The framework that disagrees with every other at element idx while they all agree, or None.
+
+    rels: {(a, b): relative_error array} for every pair. Needs three frameworks or more:
+    with two, either could be the wrong one."""
+    if len(names) < 3:
+        return None
+    for odd in names:
+        others_agree = all(rel[idx] <= tol for (a, b), rel in rels.items() if odd not in (a, b))
+        odd_differs = all(rel[idx] > tol for (a, b), rel in rels.items() if odd in (a, b))
+        if others_agree and odd_differs:
+            return odd
+    return None
 
 
 def mean_abs(arrays) -> list[float]:

@@ -10,6 +10,8 @@ BOOK_SEED = 123  # torch.manual_seed(123) before building the model
 GELU_FORMS = ("tanh", "exact")
 DTYPES = ("float32", "float64")
 FRAMEWORKS = ("torch", "jax", "numpy")
+# The fourth column: finite differences of a float64 forward (common/numerical.py), on request only.
+ORACLE = "numerical"
 SHORTCUT_SETTINGS = {"off": (False,), "on": (True,), "both": (False, True)}
 
 # The book's printed mean |dL/dW| per layer (float32, seed 123, input [[1., 0., -1.]], target

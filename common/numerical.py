@@ -1,0 +1,262 @@
+"""A fourth, independent answer: every gradient by central differences of a float64 forward.
+
+No backward code of any kind, and none of the three implementations: this module has its
+own tiny forward (plain NumPy, float64), and a gradient element is
+
+    D(h) = (L(theta + h) - L(theta - h)) / 2h  =  dL/dtheta + c2 h^2 + c4 h^4 + ...
+
+taken at four steps h, h/2, h/4, h/8 and combined by Richardson extrapolation: each round
+R = (4^j R(h/2) - R(h)) / (4^j - 1) cancels the next even power of h, so three rounds leave
+an O(h^8) truncation error. The rounding error of L (a few float64 ulps of the terms it is
+summed from, S) is divided by the step, so the step wants to be large, and extrapolation is
+what lets it be: h = 2^-4. Measured on the book network and on two random ones (4-6 layers,
+3-D inputs, tests/test_numerical.py): h = 2^-3 is already outside the range where the
+h-series holds (the error estimate below is exceeded 34-fold), 2^-4 to 2^-6 reach
+~4e-12 relative on the book network and 2^-7 is rounding-limited. Steps are powers of two
+times max(1, |theta|), so a large input element gets a proportionally larger step.
+
+Every element also gets an error bound, returned as "error", from two parts:
+  truncation: |R_3 - R_2|, how much the last round of extrapolation moved the estimate;
+  rounding:   ROUNDING_ULPS * eps * S / h_smallest, S = mean((|out| + |target|)^2).
+An analytic gradient a agrees with the estimate d when |a - d| <= tol |d| + error, tol being
+the run's relative tolerance (common.check.TOLERANCE). An element with |d| <= error cannot
+be told from 0 by differences; `check` counts those separately and reports how much of
+their bound they use, rather than hiding them behind a blanket absolute tolerance.
+
+To stay fast, many perturbed networks are evaluated at once: a leading axis P holds one
+copy per perturbed element, and only the layers from the perturbed one on are recomputed
+(the earlier ones give the same numbers either way).
+"""
+
+import math
+
+import numpy as np
+
+from common import check as checking  # tolerances and the relative error: comparison only, no network math
+
+GELU_CUBIC = 0.044715  # the tanh approximation's cubic coefficient (Hendrycks & Gimpel, 2016)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+SQRT_1_OVER_2 = math.sqrt(0.5)
+
+STEP = 2.0**-4  # h, the largest step; see the module docstring for why
+STEPS = (STEP, STEP / 2, STEP / 4, STEP / 8)  # four steps: three rounds of extrapolation
+# float64 ulps of S that a computed loss may be off by. The loss is a few dozen roundings
+# deep; 64 (with Richardson's weights, which add up to ~2.3, folded in) leaves the bound
+# 15x or more above the measured |a - d| on the book network and random ones.
+ROUNDING_ULPS = 64.0
+EPS = float(np.finfo(np.float64).eps)
+
+# math.erf is the C library's double-precision erf; NumPy has no erf ufunc of its own.
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def gelu(z: np.ndarray, form: str) -> np.ndarray:
+    """GELU of z, (...,) -> (...,), in float64: the tanh formula or the exact z Phi(z)."""
+    if form == "tanh":
+        return 0.5 * z * (1.0 + np.tanh(SQRT_2_OVER_PI * (z + GELU_CUBIC * z**3)))
+    if form == "exact":
+        return 0.5 * z * (1.0 + _erf(z * SQRT_1_OVER_2).astype(np.float64))
+    raise ValueError(f"unknown GELU form {form!r}: use 'tanh' or 'exact'")
+
+
+def layer(W: np.ndarray, b: np.ndarray, x: np.ndarray, use_shortcut: bool, form: str) -> np.ndarray:
+    """One layer on (P, rows, d_in) -> (P, rows, d_out); W (P, d_out, d_in) and b (P, d_out) or
+    with P = 1, broadcast over the copies."""
+    z = x @ W.swapaxes(-1, -2) + b[:, None, :]  # (P, rows, d_out)
+    a = gelu(z, form)  # (P, rows, d_out)
+    return x + a if use_shortcut and a.shape[-1] == x.shape[-1] else a
+
+
+def losses(params: list, start: int, x: np.ndarray, target: np.ndarray, use_shortcut: bool, form: str) -> np.ndarray:
+    """The MSE loss of each copy, (P,), running layers start.. on x (P, rows, d_in).
+
+    params: [(W (P or 1, d_out, d_in), b (P or 1, d_out)), ...]; target (rows, d_out)."""
+    for W, b in params[start:]:
+        x = layer(W, b, x, use_shortcut, form)  # (P, rows, d_out)
+    return np.mean((x - target) ** 2, axis=(1, 2))  # (P,)
+
+
+def partials(f, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences of f at every element of theta, with Richardson extrapolation.
+
+    f maps a stack of P copies of theta, (P, *theta.shape), to P losses. Returns the
+    estimate and its error bound, each of theta's shape, both without the rounding part.
+    """
+    n = theta.size
+    scale = np.maximum(1.0, np.abs(theta)).reshape(n)  # (n,)
+    basis = np.eye(n).reshape((n,) + theta.shape)  # (n, *theta.shape): one element per copy
+    estimates = []
+    for h in STEPS:
+        step = (h * scale).reshape((n,) + (1,) * theta.ndim) * basis  # (n, *theta.shape)
+        plus, minus = theta + step, theta - step  # (n, *theta.shape)
+        taken = (plus - minus).reshape(n, -1).sum(axis=1)  # (n,) the steps as rounded, 2h |theta|
+        estimates.append((f(plus) - f(minus)) / taken)  # (n,)
+    table = [estimates[0]]  # Richardson's table, one row per step, kept to its last row
+    for d in estimates[1:]:
+        row = [d]
+        for j, previous in enumerate(table, start=1):
+            row.append((4**j * row[-1] - previous) / (4**j - 1))  # cancels the h^(2j) term
+        table = row
+    best, error = table[-1], np.abs(table[-1] - table[-2])
+    return best.reshape(theta.shape), error.reshape(theta.shape)
+
+
+def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str = "float64") -> dict:
+    """The common entry point, by finite differences; always computed in float64.
+
+    Same arguments and keys as the implementations' loss_and_grads (dtype is accepted and
+    ignored: the oracle is float64 whatever it is compared with), plus "error": the bound
+    on each estimate, {"dW": [...], "db": [...], "dx": ...} in the gradients' shapes.
+    """
+    params = [(np.asarray(W, np.float64), np.asarray(b, np.float64)) for W, b in params]
+    x = np.asarray(x, np.float64)
+    rows_shape, d_in, d_out = x.shape[:-1], x.shape[-1], params[-1][0].shape[0]
+    out_shape = rows_shape + (d_out,)
+    target = np.broadcast_to(np.asarray(target, np.float64), out_shape).reshape(-1, d_out)  # (rows, d_out)
+    stacked = [(W[None], b[None]) for W, b in params]  # P = 1: the unperturbed network
+
+    # The unperturbed forward, keeping each layer's input: perturbing layer i reruns i.. only.
+    inputs = [x.reshape(1, -1, d_in)]  # (1, rows, d_in)
+    for W, b in stacked:
+        inputs.append(layer(W, b, inputs[-1], use_shortcut, gelu_form))
+    output = inputs[-1][0]  # (rows, d_out)
+    loss = np.mean((output - target) ** 2)
+    magnitude = np.mean((np.abs(output) + np.abs(target)) ** 2)  # S: what the loss is summed from
+
+    def in_layer(i, which):
+        """f for partials: the loss with layer i's W (which=0) or b (which=1) replaced by a stack."""
+
+        def f(copies):
+            layers = list(stacked)
+            layers[i] = (copies, stacked[i][1]) if which == 0 else (stacked[i][0], copies)
+            return losses(layers, i, inputs[i], target, use_shortcut, gelu_form)
+
+        return f
+
+    dW, db, eW, eb = [], [], [], []
+    for i, (W, b) in enumerate(params):
+        for theta, grads, errors, which in ((W, dW, eW, 0), (b, db, eb, 1)):
+            estimate, truncation = partials(in_layer(i, which), theta)
+            grads.append(estimate)
+            errors.append(truncation + rounding(theta, magnitude))
+    x2 = x.reshape(-1, d_in)  # (rows, d_in)
+    dx, ex = partials(lambda copies: losses(stacked, 0, copies, target, use_shortcut, gelu_form), x2)
+    ex = ex + rounding(x2, magnitude)
+    return {
+        "loss": np.float64(loss),
+        "output": output.reshape(out_shape),
+        "dW": dW,
+        "db": db,
+        "dx": dx.reshape(x.shape),
+        "error": {"dW": eW, "db": eb, "dx": ex.reshape(x.shape)},
+    }
+
+
+def rounding(theta: np.ndarray, magnitude: float) -> np.ndarray:
+    """The rounding part of the bound: ROUNDING_ULPS ulps of S, divided by the smallest step.
+
+    Richardson's weights (4/3 and 1/3 on two differences) are folded into ROUNDING_ULPS."""
+    return ROUNDING_ULPS * EPS * magnitude / (STEPS[-1] * np.maximum(1.0, np.abs(theta)))
+
+
+def check(results: dict[str, dict], oracle: dict, dtype: str) -> dict:
+    """Each implementation's result against the finite differences, element by element.
+
+    loss and output: common.check's relative error against the oracle's float64 forward.
+    Gradients: an element agrees when |a - d| <= tol |d| + error (module docstring).
+    Returns "agree"; "resolved" (elements with |d| > error), their worst relative
+    difference "max_rel_diff" and worst bound "max_bound" (error / |d|: what differences
+    can claim there); "unresolved" (|d| <= error: not distinguishable from 0), with
+    "unresolved_max_abs" (their largest |d|) and "unresolved_used" (their largest
+    |a - d| / (tol |d| + error), at most 1 when they agree); and "first_mismatch" in
+    backprop order, with common.check.compare's keys plus "allowed", the difference that
+    element was allowed, relative to |d|.
+    """
+    tol, eps = checking.TOLERANCE[dtype], float(np.finfo(dtype).eps)
+    expected = checking.tensors(oracle)
+    bounds = checking.tensors({"loss": 0.0, "output": 0.0, **oracle["error"]})
+    listed = {name: checking.tensors(result) for name, result in results.items()}
+    stats = {"resolved": 0, "max_rel_diff": 0.0, "max_bound": 0.0}
+    stats.update(unresolved=0, unresolved_max_abs=0.0, unresolved_used=0.0)
+    first = None
+    for k, (tname, layer, d) in enumerate(expected):
+        d, error = np.asarray(d, np.float64), np.asarray(bounds[k][2], np.float64)
+        size, gradient = np.abs(d), tname not in ("loss", "output")
+        resolved = size > error
+        if gradient:  # each element counted once, whatever the number of implementations
+            stats["resolved"] += int(resolved.sum())
+            stats["unresolved"] += int((~resolved).sum())
+            if resolved.any():
+                stats["max_bound"] = max(stats["max_bound"], float((error[resolved] / size[resolved]).max()))
+            if not resolved.all():
+                stats["unresolved_max_abs"] = max(stats["unresolved_max_abs"], float(size[~resolved].max()))
+        for name in results:
+            a = np.asarray(listed[name][k][2], np.float64)
+            if not gradient:  # forward values, not differences: the usual comparison
+                rel = checking.relative_error(a, d, tol, eps)
+                used, allowed = rel / tol, np.full(rel.shape, tol)
+            else:
+                diff = np.abs(a - d)
+                used = diff / (tol * size + error)  # > 1: disagrees (error > 0: it has a rounding part)
+                rel = np.divide(diff, size, out=np.where(diff > 0, np.inf, 0.0), where=size > 0)
+                allowed = np.divide(error, size, out=np.full(size.shape, np.inf), where=size > 0) + tol
+                if resolved.any():
+                    stats["max_rel_diff"] = max(stats["max_rel_diff"], float(rel[resolved].max()))
+                if not resolved.all():
+                    stats["unresolved_used"] = max(stats["unresolved_used"], float(used[~resolved].max()))
+            if first is None and used.size and used.max() > 1:
+                idx = np.unravel_index(int(np.argmax(used)), used.shape)
+                first = {
+                    "tensor": tname,
+                    "layer": layer,
+                    "index": [int(i) for i in idx],
+                    "frameworks": [name, "numerical"],
+                    "values": [float(a[idx]), float(d[idx])],
+                    "rel_diff": float(rel[idx]),
+                    "allowed": float(allowed[idx]),
+                    "odd_one_out": name,
+                }
+    return {"agree": first is None, "tolerance": tol, "first_mismatch": first, **stats}
+
+
+# `sensitivity`'s relative nudge to every input: small enough that the gradients move
+# linearly (second-order terms ~1e-18), large enough that float64 rounding (~1e-16 of the
+# terms) is 1e-7 of the move it measures.
+SENSITIVITY_DELTA = 2.0**-30
+
+
+def sensitivity(loss_and_grads, params, x, target, *, use_shortcut: bool, gelu_form: str, draws: int = 4) -> dict:
+    """The size of the terms each element is summed from, measured in float64.
+
+    Every input (each weight, bias, input and target element) is multiplied by
+    (1 + SENSITIVITY_DELTA r), r uniform in [-1, 1], `draws` times with a fixed seed, and each
+    element's largest move is divided by SENSITIVITY_DELTA. An element computed as a sum of terms of size m moves
+    by about m DELTA, however much the terms cancel, so this is the size of the terms it is
+    summed from: the scale its float rounding noise is a few ulps of. Returns a result-like
+    dict, {"loss", "output", "dW", "db", "dx"}, of those magnitudes.
+    """
+    rng = np.random.default_rng(0)  # fixed: the same inputs always get the same floor
+
+    def run(perturb):
+        ps = [(perturb(W), perturb(b)) for W, b in params]
+        return checking.tensors(
+            loss_and_grads(
+                ps, perturb(x), perturb(target), use_shortcut=use_shortcut, gelu_form=gelu_form, dtype="float64"
+            )
+        )
+
+    as64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    base = run(as64)
+    moved = [np.zeros(np.shape(t)) for _, _, t in base]
+    for _ in range(draws):
+        shifted = run(lambda a: as64(a) * (1 + SENSITIVITY_DELTA * rng.uniform(-1, 1, np.shape(a))))
+        for m, (_, _, t0), (_, _, t1) in zip(moved, base, shifted):
+            np.maximum(m, np.abs(as64(t1) - as64(t0)) / SENSITIVITY_DELTA, out=m)
+    n = len(params)
+    return {
+        "loss": moved[0],
+        "output": moved[1],
+        "dW": [moved[2 + 2 * (n - 1 - i)] for i in range(n)],
+        "db": [moved[3 + 2 * (n - 1 - i)] for i in range(n)],
+        "dx": moved[-1],
+    }
