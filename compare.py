@@ -10,11 +10,12 @@ where the configuration is the book's), 1 when anything disagrees, 2 for bad inp
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
 
-from common import check, frameworks, weights
+from common import check, explain, frameworks, weights
 from common.config import (
     BOOK_LAYER_SIZES,
     BOOK_RTOL,
@@ -58,6 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--frameworks", default=",".join(defaults.frameworks), help="comma-separated subset of torch,jax,numpy"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    learn = p.add_argument_group("learning backprop from it (docs/backprop.md)")
+    learn.add_argument(
+        "--explain", action="store_true", help="per layer, the gradient through the layer and through the identity path"
+    )
+    learn.add_argument("--plot", metavar="FILE.png", help="per-layer mean |dL/dW| on a log scale (needs matplotlib)")
+    learn.add_argument(
+        "--sweep-depth",
+        metavar="A:B[:STEP]",
+        help="layer 0's mean |dL/dW| for networks of A to B layers of the first layer size, with a fitted decay rate",
+    )
+    learn.add_argument(
+        "--sweep-plot",
+        metavar="FILE.png",
+        help=f"draw the depth sweep (needs matplotlib; depths {explain.DEFAULT_SWEEP} unless --sweep-depth is given)",
+    )
+    learn.add_argument(
+        "--side-by-side", metavar="FILE.html", help="the three implementations in aligned columns (needs pygments)"
+    )
     return p
 
 
@@ -205,10 +224,66 @@ def verdict(report: dict) -> str:
     return text
 
 
+def check_learning_flags(args) -> range | None:
+    """Check --plot, --sweep-depth, --sweep-plot and --side-by-side before any work; returns the depths."""
+    from common import plots, side_by_side
+
+    flags = {"--plot": (args.plot, ".png"), "--sweep-plot": (args.sweep_plot, ".png")}
+    flags["--side-by-side"] = (args.side_by_side, ".html")
+    outputs = [(flag, path, suffix) for flag, (path, suffix) in flags.items() if path]
+    for flag, path, suffix in outputs:
+        if suffix == ".png":
+            plots.require_matplotlib(flag)
+        else:
+            side_by_side.require_pygments(flag)
+        plots.check_output_path(path, flag, suffix)
+    paths = [os.path.realpath(path) for _, path, _ in outputs]
+    if len(set(paths)) < len(paths):
+        raise InputError("--plot, --sweep-plot and --side-by-side must name different files")
+    if args.sweep_depth is None and not args.sweep_plot:
+        return None
+    if args.weights:
+        raise InputError("--sweep-depth draws seeded weights for every depth; leave out --weights (--seed picks them)")
+    return explain.parse_depths(args.sweep_depth or explain.DEFAULT_SWEEP)
+
+
+def learn(report: dict, args, config: Config, params, x, target, depths) -> None:
+    """Add --explain's and the sweep's figures to the report, and write the pictures and the page."""
+    from common import plots, side_by_side
+
+    if args.explain:
+        settings = SHORTCUT_SETTINGS[config.shortcut]
+        report["explain"] = explain.explain(
+            params, x, target, settings=settings, gelu_form=config.gelu, dtype=config.dtype
+        )
+    if depths is not None:
+        fns = {name: frameworks.load(name) for name in config.frameworks if name in frameworks.REQUIRES}
+        width, d_out = config.layer_sizes[0], config.layer_sizes[-1]
+        sweep = explain.sweep_depth(
+            fns,
+            depths,
+            width=width,
+            d_out=d_out,
+            seed=config.seed,
+            gelu_form=config.gelu,
+            dtype=config.dtype,
+            progress=lambda text: print(text, file=sys.stderr),
+        )
+        report["sweep"] = {**sweep, "fits": explain.fit_sweep(sweep)}
+    if args.plot:
+        plots.save_png(plots.layer_gradients_figure(report), args.plot)
+    if args.sweep_plot:
+        figure = plots.sweep_figure(report["sweep"], gelu_form=config.gelu, dtype=config.dtype)
+        plots.save_png(figure, args.sweep_plot)
+    if args.side_by_side:
+        side_by_side.write_page(args.side_by_side)
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         config, params, x, target, is_book = resolve(args)
+        depths = check_learning_flags(args)
         if args.save_weights:
             weights.save_weights(args.save_weights, params, x, target)
     except InputError as err:
@@ -218,10 +293,19 @@ def main(argv=None) -> int:
         print(f"compare.py: error: {err}", file=sys.stderr)
         return 2
     report = run(config, params, x, target, is_book)
+    try:
+        learn(report, args, config, params, x, target, depths)
+    except OSError as err:  # a picture or the page could not be written (nothing half-written is left)
+        print(f"compare.py: error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report))
+        if "explain" in report:
+            print("\n" + explain.format_explain(report["explain"]))
+        if "sweep" in report:
+            print("\n" + explain.format_sweep(report["sweep"], report["sweep"]["fits"]))
     return 0 if report["agree"] else 1
 
 

@@ -142,7 +142,7 @@ def format_explain(report: dict) -> str:
     lines = [
         f"Gradient paths, from the hand-written NumPy backward ({report['gelu']} GELU, {report['dtype']}).",
         "Each figure is mean |.| over the elements; layers from the output down to the input.",
-        *(f"  {name:<9} {meaning}" for name, meaning in COLUMNS),
+        *(f"  {name:<10} {meaning}" for name, meaning in COLUMNS),
     ]
     header = (
         f"{'layer':>5} {'dL/dy':>10} {'running':>10} {GELU_PRIME:>7} {'dL/dz':>10} {'through':>10}"
@@ -256,8 +256,16 @@ def fit_decay(depths, values) -> dict:
     }
 
 
+def fit_sweep(sweep: dict) -> dict:
+    """fit_decay for every framework and both settings: {framework: {"off": fit, "on": fit}}."""
+    return {
+        name: {key: fit_decay(sweep["depths"], values[key]) for key in ("off", "on")}
+        for name, values in sweep["values"].items()
+    }
+
+
 def format_sweep(sweep: dict, fits: dict) -> str:
-    """The sweep as a table (one column per framework and setting) and the fitted decay rates."""
+    """The sweep as a table (one column per framework and setting) and the fitted rates."""
     names = list(sweep["values"])
     cols = [(n, k) for n in names for k in ("off", "on")]
     lines = [
@@ -268,13 +276,14 @@ def format_sweep(sweep: dict, fits: dict) -> str:
         lines.append(f"{depth:>5}" + "".join(f"{sweep['values'][n][k][j]:>14.4g}" for n, k in cols))
     first, last = sweep["depths"][0], sweep["depths"][-1]
     for name in names:
-        fit = fits[name]
-        if fit["factor"] is None:
-            lines.append(f"{name}: too few nonzero points to fit a decay rate without shortcut")
-            continue
-        left = f"; {fit['left_out']} zero or non-finite values left out" if fit["left_out"] else ""
-        lines.append(
-            f"{name}: without shortcut, layer 0's mean |dL/dW| changes by a factor {fit['factor']:.3g} per added"
-            f" layer (least-squares fit of log10 over depths {first}..{last}, {fit['points']} points{left})"
-        )
+        for key, setting in (("off", "without"), ("on", "with")):
+            fit = fits[name][key]
+            if fit["factor"] is None:
+                lines.append(f"{name} {setting} shortcut: fewer than two nonzero values, no rate fitted")
+                continue
+            left = f"; {fit['left_out']} zero or non-finite values left out" if fit["left_out"] else ""
+            lines.append(
+                f"{name} {setting} shortcut: layer 0's mean |dL/dW| changes by a factor {fit['factor']:.3g} per added"
+                f" layer (least-squares fit of log10 over depths {first}..{last}, {fit['points']} points{left})"
+            )
     return "\n".join(lines)
