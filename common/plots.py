@@ -18,8 +18,10 @@ from common.config import InputError
 FIGSIZE_IN = (9.0, 5.5)  # inches; at DPI this is PIXELS, wide enough for the legend beside the data
 DPI = 100
 PIXELS = (900, 550)  # (width, height) of every PNG written here
-# One hollow marker per framework, in shrinking sizes, so that three equal values stay visible.
-MARKERS = {"torch": ("o", 11), "jax": ("s", 7.5), "numpy": ("^", 4.5)}
+# One hollow marker per framework, each drawn a little to the side of the layer's tick
+# ("dodged"), so that values that agree stay visible side by side instead of on top of each other.
+MARKERS = {"torch": ("o", 8), "jax": ("s", 7), "numpy": ("^", 8)}
+DODGE = {"torch": -0.12, "jax": -0.04, "numpy": 0.04, "book": 0.12}  # in layers (per-layer plot only)
 COLORS = {False: "tab:red", True: "tab:blue"}  # without shortcut, with shortcut
 SETTING = {False: "without shortcut", True: "with shortcut"}
 
@@ -70,18 +72,18 @@ def _figure():
     return fig, fig.add_subplot()
 
 
-def _positive(xs, ys):
-    """The points a log axis can show: zeros (underflow) and inf/nan are left out."""
-    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
-    keep = np.isfinite(ys) & (ys > 0)
-    return xs[keep], ys[keep]
+def _loggable(values) -> np.ndarray:
+    """The values as float64, with NaN where a log axis cannot go (zero, inf, nan): the line breaks there."""
+    ys = np.asarray(values, np.float64)
+    return np.where(np.isfinite(ys) & (ys > 0), ys, np.nan)
 
 
 def layer_gradients_figure(report: dict):
     """compare.run's report as a plot: mean |dL/dW| per layer on a log axis.
 
     One colour per shortcut setting, one marker per framework, and the book's printed
-    values as crosses where the configuration is the book's. Line labels are
+    values as crosses where the configuration is the book's; layer i's points sit at
+    i + DODGE[name]. Line labels are
     "{framework} {without|with} shortcut" and "book {without|with} shortcut".
     """
     cfg = report["config"]
@@ -90,10 +92,9 @@ def layer_gradients_figure(report: dict):
         color, setting = COLORS[run["use_shortcut"]], SETTING[run["use_shortcut"]]
         for name, fw in run["frameworks"].items():
             marker, size = MARKERS.get(name, ("D", 6))
-            xs, ys = _positive(range(len(fw["weight_grad_mean_abs"])), fw["weight_grad_mean_abs"])
             ax.plot(
-                xs,
-                ys,
+                np.arange(len(fw["weight_grad_mean_abs"])) + DODGE.get(name, 0.0),
+                _loggable(fw["weight_grad_mean_abs"]),
                 marker=marker,
                 markersize=size,
                 fillstyle="none",
@@ -104,7 +105,7 @@ def layer_gradients_figure(report: dict):
             )
         if run["book"]:
             ax.plot(
-                range(len(run["book"]["values"])),
+                np.arange(len(run["book"]["values"])) + DODGE["book"],
                 run["book"]["values"],
                 marker="x",
                 markersize=9,
@@ -125,20 +126,23 @@ def layer_gradients_figure(report: dict):
     return fig
 
 
-def sweep_figure(sweep: dict, fits: dict, *, gelu_form: str, dtype: str):
-    """explain.sweep_depth's result as a plot: layer 0's mean |dL/dW| against depth, log axis.
+def sweep_figure(sweep: dict, *, gelu_form: str, dtype: str):
+    """The depth sweep (explain.sweep_depth plus "fits") as a plot: layer 0's mean |dL/dW| against depth.
 
-    Line labels are "{framework} {without|with} shortcut" and, for each fitted unshortcut
-    line, "{framework} fit: x{factor} per layer" (dashed).
+    Line labels are "{framework} {without|with} shortcut", with "(k at 0, not shown)" where
+    k values are zero (a log axis has no 0), and "{framework} fit without shortcut: x{factor}
+    per layer" for the fitted line (dashed).
     """
     fig, ax = _figure()
-    depths = sweep["depths"]
+    depths = np.asarray(sweep["depths"], np.float64)
     for name, values in sweep["values"].items():
         marker, size = MARKERS.get(name, ("D", 6))
         for key, use_shortcut in (("off", False), ("on", True)):
-            xs, ys = _positive(depths, values[key])
+            ys = _loggable(values[key])
+            hidden = int(np.isnan(ys).sum())
+            label = f"{name} {SETTING[use_shortcut]}" + (f" ({hidden} at 0, not shown)" if hidden else "")
             ax.plot(
-                xs,
+                depths,
                 ys,
                 marker=marker,
                 markersize=size,
@@ -146,18 +150,17 @@ def sweep_figure(sweep: dict, fits: dict, *, gelu_form: str, dtype: str):
                 linestyle="-",
                 linewidth=0.8,
                 color=COLORS[use_shortcut],
-                label=f"{name} {SETTING[use_shortcut]}",
+                label=label,
             )
-        fit = fits[name]
+        fit = sweep["fits"][name]["off"]
         if fit["factor"] is not None:
-            d = np.asarray(depths, np.float64)
             ax.plot(
-                d,
-                10 ** (fit["intercept"] + fit["slope"] * d),
+                depths,
+                10 ** (fit["intercept"] + fit["slope"] * depths),
                 linestyle="--",
                 linewidth=1,
                 color="gray",
-                label=f"{name} fit: x{fit['factor']:.3g} per layer",
+                label=f"{name} fit without shortcut: x{fit['factor']:.3g} per layer",
             )
     ax.set_yscale("log")
     ax.set_xlabel("depth (number of layers; the book's network has 5)")

@@ -1,0 +1,128 @@
+"""The side-by-side page: the files line up, and the page is built from them, every line and every definition."""
+
+import html.parser
+import importlib.util
+import itertools
+
+import pytest
+
+import compare
+from common import side_by_side
+
+pytest.importorskip("pygments", reason='the page needs pygments: pip install -e ".[html]"')
+
+SOURCES = {fw: (side_by_side.ROOT / path).read_text(encoding="utf-8") for fw, (path, _) in side_by_side.SOURCES.items()}
+
+
+class Cells(html.parser.HTMLParser):
+    """{(framework, row name): text} of every cell's code, or of its note, as the browser shows it."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.cells, self.key, self.depth, self.skip = {}, None, 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "div" and attrs.get("class") == "cell":
+            self.key, self.depth = (attrs["data-framework"], attrs["data-name"]), 0
+            self.cells[self.key] = ""
+        elif self.key and tag == "div":
+            self.depth += 1
+            self.skip += attrs.get("class") == "where"  # the line-number caption is not code
+
+    def handle_endtag(self, tag):
+        if self.key and tag == "div":
+            if self.depth == 0:
+                self.key = None
+            else:
+                self.depth -= 1
+                self.skip = 0
+
+    def handle_data(self, data):
+        if self.key and not self.skip:
+            self.cells[self.key] += data
+
+
+@pytest.fixture(scope="module")
+def cells():
+    parser = Cells()
+    parser.feed(side_by_side.build_page())
+    return parser.cells
+
+
+@pytest.mark.parametrize("a, b", list(itertools.combinations(SOURCES, 2)), ids=lambda fw: fw)
+def test_names_two_implementations_share_come_in_the_same_order(a, b):
+    names_a, names_b = side_by_side.public_names(SOURCES[a]), side_by_side.public_names(SOURCES[b])
+    shared = set(names_a) & set(names_b)
+    assert [n for n in names_a if n in shared] == [n for n in names_b if n in shared]
+    assert {"gelu", "mse_loss", "loss_and_grads"} <= shared  # the names all three must have
+
+
+@pytest.mark.parametrize("fw", SOURCES)
+def test_every_public_definition_is_in_its_own_column(cells, fw):
+    for name in side_by_side.public_names(SOURCES[fw]):
+        starts = (f"def {name}(", f"class {name}(", f"{name} = ")
+        assert any(line.startswith(starts) for line in cells[(fw, name)].splitlines()), name
+
+
+@pytest.mark.parametrize("fw", SOURCES)
+def test_the_column_is_the_whole_file_in_order(cells, fw):
+    """Generated from the file, nothing left out, nothing added: the column's non-blank lines,
+    row by row down the page, are the file's non-blank lines."""
+    names, texts = side_by_side.rows()
+    shown = [line for name in names if name in texts[fw] for line in cells[(fw, name)].splitlines()]
+    assert [line for line in shown if line.strip()] == [line for line in SOURCES[fw].splitlines() if line.strip()]
+
+
+def test_every_missing_definition_says_what_does_its_job(cells):
+    names, texts = side_by_side.rows()
+    for name in names:
+        for fw in SOURCES:
+            if name not in texts[fw]:
+                assert (fw, name) in side_by_side.NOTES, f"add a NOTES entry: what does {name}'s job in {fw}?"
+                assert cells[(fw, name)] == side_by_side.NOTES[(fw, name)]
+
+
+def test_line_numbers_point_at_the_definition():
+    _, texts = side_by_side.rows()
+    for fw, source in SOURCES.items():
+        lines = source.splitlines(keepends=True)
+        for first, text in texts[fw].values():
+            assert "".join(lines[first - 1 : first - 1 + text.count("\n")]) == text
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ([["a", "b", "c"], ["a", "c"]], ["a", "b", "c"]),
+        ([["a", "x", "c"], ["a", "y", "c"], ["a", "z", "c"]], ["a", "x", "y", "z", "c"]),
+        ([["a", "b"], ["b", "a"]], ["a", "b"]),
+    ],
+    ids=["one-extra", "three-extras", "conflict"],
+)
+def test_row_order_keeps_each_files_order(files, expected):
+    assert side_by_side.row_order(files) == expected
+
+
+def test_cli_writes_the_page(tmp_path, capsys):
+    path = tmp_path / "page.html"
+    assert compare.main(["--side-by-side", str(path), "--frameworks", "numpy"]) == 0
+    assert path.read_text(encoding="utf-8") == side_by_side.build_page()
+    capsys.readouterr()
+
+
+def test_without_pygments_the_flag_names_the_extra(tmp_path, capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pygments" else real(name, *a))
+    code = compare.main(["--side-by-side", str(tmp_path / "page.html"), "--frameworks", "numpy"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and not list(tmp_path.iterdir())
+    assert (
+        err
+        == 'compare.py: error: --side-by-side highlights with pygments, which is not installed: pip install -e ".[html]"\n'
+    )
+
+
+def test_wrong_suffix_exits_2(tmp_path, capsys):
+    assert compare.main(["--side-by-side", str(tmp_path / "page.htm"), "--frameworks", "numpy"]) == 2
+    assert "--side-by-side writes a .html file" in capsys.readouterr().err
