@@ -15,13 +15,15 @@ import sys
 
 import numpy as np
 
-from common import check, explain, frameworks, weights
+from common import check, explain, frameworks, numerical, weights
 from common.config import (
     BOOK_LAYER_SIZES,
     BOOK_RTOL,
     BOOK_WEIGHT_GRAD_MEANS,
     DTYPES,
+    FRAMEWORKS,
     GELU_FORMS,
+    ORACLE,
     SHORTCUT_SETTINGS,
     Config,
     InputError,
@@ -56,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dtype", choices=DTYPES, default=defaults.dtype, help="default: %(default)s")
     p.add_argument(
-        "--frameworks", default=",".join(defaults.frameworks), help="comma-separated subset of torch,jax,numpy"
+        "--frameworks",
+        default=",".join(defaults.frameworks),
+        help=f"comma-separated subset of torch,jax,numpy, and {ORACLE} for finite differences (float64, small networks)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     learn = p.add_argument_group("learning backprop from it (docs/backprop.md)")
@@ -82,9 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args) -> tuple[Config, list, np.ndarray, np.ndarray, bool]:
     """Check every input before any work; returns (config, params, x, target, is_book)."""
-    names = parse_frameworks(args.frameworks)
+    names = parse_frameworks(args.frameworks, FRAMEWORKS + (ORACLE,))
+    if names == (ORACLE,):
+        raise InputError(f"--frameworks {ORACLE} checks an implementation: add torch, jax or numpy")
     for name in names:
-        frameworks.check_installed(name)
+        if name != ORACLE:
+            frameworks.check_installed(name)
     sizes = parse_layer_sizes(args.layer_sizes) if args.layer_sizes is not None else None
     if args.save_weights:
         weights.check_writable(args.save_weights)
@@ -128,13 +135,16 @@ def is_book_configuration(config: Config, params, x, target) -> bool:
 
 def run(config: Config, params, x, target, is_book: bool) -> dict:
     """Every framework on every shortcut setting; returns the report that --json prints."""
-    grads_fns = {name: frameworks.load(name) for name in config.frameworks}
+    grads_fns = {
+        name: numerical.loss_and_grads if name == ORACLE else frameworks.load(name) for name in config.frameworks
+    }
     runs = []
     for use_shortcut in SHORTCUT_SETTINGS[config.shortcut]:
         results = {
             name: fn(params, x, target, use_shortcut=use_shortcut, gelu_form=config.gelu, dtype=config.dtype)
             for name, fn in grads_fns.items()
         }
+        oracle = results.pop(ORACLE, None)  # checked on its own terms below, not pairwise
         entry = {
             "use_shortcut": use_shortcut,
             "frameworks": {
@@ -143,11 +153,15 @@ def run(config: Config, params, x, target, is_book: bool) -> dict:
                     "weight_grad_mean_abs": check.mean_abs(r["dW"]),
                     "bias_grad_mean_abs": check.mean_abs(r["db"]),
                 }
-                for name, r in results.items()
+                for name, r in {**results, **({ORACLE: oracle} if oracle else {})}.items()
             },
             **check.compare(results, config.dtype),
             "book": None,
         }
+        if oracle:
+            entry[ORACLE] = numerical.check(results, oracle, config.dtype)
+            entry["first_mismatch"] = entry["first_mismatch"] or entry[ORACLE]["first_mismatch"]
+            entry["agree"] = entry["agree"] and entry[ORACLE]["agree"]
         if is_book:
             entry["book"] = check.book_check(results, BOOK_WEIGHT_GRAD_MEANS[(config.gelu, use_shortcut)], BOOK_RTOL)
         runs.append(entry)
@@ -205,7 +219,8 @@ def verdict(report: dict) -> str:
             return (
                 f"DISAGREE: {where} {setting} shortcut is the first to differ in backprop order: "
                 f"{m['frameworks'][0]} {m['values'][0]:.9g} vs {m['frameworks'][1]} {m['values'][1]:.9g} "
-                f"(rel diff {m['rel_diff']:.2e} > {tol:g}, {cfg['dtype']})"
+                f"(rel diff {m['rel_diff']:.2e} > {m.get('allowed', tol):.2g}, {cfg['dtype']})"
+                + (f"; {m['odd_one_out']} is the odd one out" if m.get("odd_one_out") else "")
             )
     for r in runs:
         if r["book"] and not r["book"]["match"]:
@@ -218,9 +233,26 @@ def verdict(report: dict) -> str:
             f"AGREE: {', '.join(names)} match on every element of the loss, output, every dW and db, and the "
             f"input gradient (worst rel diff {worst:.1e} <= {tol:g}, {cfg['dtype']})"
         )
+    if ORACLE in names:
+        text += "; " + oracle_summary([r[ORACLE] for r in runs])
     books = [r["book"]["max_rel_diff"] for r in runs if r["book"]]
     if books:
         text += f"; mean |dL/dW| matches the book within {max(books):.1e} (<= {BOOK_RTOL:g})"
+    return text
+
+
+def oracle_summary(checks: list[dict]) -> str:
+    """One sentence on the finite differences' agreement, over every shortcut setting."""
+    resolved, unresolved = sum(c["resolved"] for c in checks), sum(c["unresolved"] for c in checks)
+    text = (
+        f"{ORACLE}: finite differences agree within {max(c['max_rel_diff'] for c in checks):.1e} relative "
+        f"on {resolved} elements (their error bounds <= {max(c['max_bound'] for c in checks):.1e} relative)"
+    )
+    if unresolved:
+        text += (
+            f", and {unresolved} elements too small for differences to tell from 0"
+            f" (|d| <= {max(c['unresolved_max_abs'] for c in checks):.1e}) are within their bounds"
+        )
     return text
 
 

@@ -1,0 +1,312 @@
+"""A catalogue of deliberately wrong implementations, to show the cross-check catches them.
+
+Each fault is one bug that notebooks and layer libraries really ship, applied to one
+implementation by a monkeypatch or a wrapper for the length of a test: the real code
+carries no hooks for it. Each says where the comparison must first see it, in backprop
+order (common.check.tensors), with and without shortcuts: a tensor name, or None where
+the bug cannot show (there is no identity path without shortcuts).
+
+    python tests/faults.py        # the table in docs/faults.md, measured afresh
+"""
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import impl_jax  # noqa: E402
+import impl_numpy  # noqa: E402
+import impl_torch  # noqa: E402
+from common import check, numerical, weights  # noqa: E402
+from common.config import BOOK_LAYER_SIZES, BOOK_SEED, ORACLE  # noqa: E402
+
+BOTH_DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str  # the test id
+    framework: str  # the implementation made wrong
+    bug: str  # what a reader would see in the code
+    patch: Callable[[pytest.MonkeyPatch], None]  # applies it, undone when the MonkeyPatch is
+    first: dict  # use_shortcut (or (dtype, use_shortcut)) -> first tensor to differ in backprop order; None: invisible
+    means_miss: bool = False  # the book's per-layer mean |dL/dW| cannot see it (tests/test_faults.py checks)
+    dtypes: tuple = BOTH_DTYPES  # where the bug exists at all
+    batched: bool = False  # shows only when the input has more than one row
+
+    def expected(self, dtype: str, use_shortcut: bool) -> str | None:
+        return self.first.get((dtype, use_shortcut), self.first.get(use_shortcut))
+
+
+# --- the wrong variants -------------------------------------------------------------------
+
+
+def wrapped(module, fix_args=None, fix_result=None):
+    """A patch replacing module.loss_and_grads with a wrapper that bends its arguments or result."""
+    real = module.loss_and_grads
+
+    def faulty(params, x, target, **kw):
+        if fix_args:
+            params, x, target, kw = fix_args(params, x, target, kw)
+        result = real(params, x, target, **kw)
+        return fix_result(params, result) if fix_result else result
+
+    return lambda mp: mp.setattr(module, "loss_and_grads", faulty)
+
+
+def square(W) -> bool:
+    return W.shape[0] == W.shape[1]
+
+
+def kernel_not_transposed(params, x, target, kw):
+    """Flax keeps (d_in, d_out): loading torch's W without .T is silent on square layers."""
+    return [(W.T if square(W) else W, b) for W, b in params], x, target, kw
+
+
+def transpose_square_dW(params, result):
+    result["dW"] = [dW.T if square(dW) else dW for dW in result["dW"]]
+    return result
+
+
+def torch_forward_identity_detached(self, x):
+    """ExampleDeepNeuralNetwork.forward with the shortcut's identity path cut out of autograd."""
+    for layer in self.layers:
+        layer_output = layer(x)
+        if self.use_shortcut and x.shape == layer_output.shape:
+            x = x.detach() + layer_output  # FAULT: dy no longer reaches x through the "1"
+        else:
+            x = layer_output
+    return x
+
+
+def numpy_bias_grad(reduce):
+    """numpy's loss_and_grads with db_i = reduce(dz_i) in place of the sum over all rows.
+
+    dz_i is what the real backward gets from gelu_backward, one call per layer, last first."""
+    real, real_gelu_backward = impl_numpy.loss_and_grads, impl_numpy.model.gelu_backward
+
+    def faulty(params, x, target, **kw):
+        dzs = []
+
+        def recording(*args, **kwargs):
+            dzs.append(real_gelu_backward(*args, **kwargs))
+            return dzs[-1]
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(impl_numpy.model, "gelu_backward", recording)
+            result = real(params, x, target, **kw)
+        assert len(dzs) == len(params), "impl_numpy no longer calls gelu_backward once per layer: update this fault"
+        result["db"] = [reduce(dz) for dz in reversed(dzs)]
+        return result
+
+    return lambda mp: mp.setattr(impl_numpy, "loss_and_grads", faulty)
+
+
+def numpy_constants_in_float32(mp):
+    """Constants typed as float32 literals (np.float32(math.sqrt(2 / math.pi))) in a float64 run."""
+    for name in ("SQRT_2_OVER_PI", "SQRT_1_OVER_2", "SQRT_1_OVER_2PI", "GELU_CUBIC"):
+        mp.setattr(impl_numpy.model, name, float(np.float32(getattr(impl_numpy.model, name))))
+
+
+def jax_in_float32(params, x, target, kw):
+    """jax_enable_x64 never set: asked for float64, JAX silently computes in float32."""
+    return params, x, target, {**kw, "dtype": "float32"}
+
+
+def as_float64(params, result):
+    return {
+        k: [np.asarray(a, np.float64) for a in v] if isinstance(v, list) else np.asarray(v, np.float64)
+        for k, v in result.items()
+    }
+
+
+def exact_for_tanh(params, x, target, kw):
+    """torch.nn.GELU() (exact erf form) in one framework where the others use the book's tanh."""
+    return params, x, target, {**kw, "gelu_form": "exact" if kw["gelu_form"] == "tanh" else "tanh"}
+
+
+LOSS_BOTH = {False: "loss", True: "loss"}  # a wrong forward: the loss itself differs
+
+FAULTS = [
+    Fault(
+        "gelu-cubic-0.004715",
+        "numpy",
+        "GELU_CUBIC = 0.004715, the seed notebook's typo for 0.044715",
+        lambda mp: mp.setattr(impl_numpy.model, "GELU_CUBIC", 0.004715),
+        LOSS_BOTH,
+    ),
+    Fault(
+        "exact-gelu-in-one",
+        "torch",
+        "exact GELU (erf) in torch, tanh in the others",
+        wrapped(impl_torch, exact_for_tanh),
+        # float32 without shortcut: the loss moves by less than the tolerance, the last layer's dW by more
+        {**LOSS_BOTH, ("float32", False): "layers.4.0.weight"},
+    ),
+    Fault(
+        "gelu-missing",
+        "torch",
+        "nn.Linear(a, b, GELU()): GELU passed as the bias flag, no activation at all",
+        lambda mp: mp.setattr(impl_torch.model, "gelu", lambda x, form: x),
+        LOSS_BOTH,
+    ),
+    Fault(
+        "identity-path-dropped",
+        "torch",
+        "x = x.detach() + layer(x): the shortcut's gradient goes through the layer only",
+        lambda mp: mp.setattr(impl_torch.model.ExampleDeepNeuralNetwork, "forward", torch_forward_identity_detached),
+        {False: None, True: "layers.2.0.weight"},  # layer 3's dx loses dy; layer 2's dW is the first to use it
+    ),
+    Fault(
+        "weight-transposed",
+        "jax",
+        "Flax kernel loaded as W, not W.T: x @ W on the square layers",
+        wrapped(impl_jax, kernel_not_transposed, transpose_square_dW),
+        LOSS_BOTH,
+    ),
+    Fault(
+        "dW-transposed",
+        "numpy",
+        "dW = x^T dz instead of dz^T x: (d_in, d_out), silent on square layers",
+        wrapped(impl_numpy, fix_result=transpose_square_dW),
+        {False: "layers.3.0.weight", True: "layers.3.0.weight"},  # the last square layer, first in backprop
+        means_miss=True,
+    ),
+    Fault(
+        "sign-flipped",
+        "numpy",
+        "dL/d(output) = 2 (target - output) / N",
+        lambda mp: mp.setattr(impl_numpy.model, "mse_loss_backward", lambda out, t: 2.0 * (t - out) / out.size),
+        {False: "layers.4.0.weight", True: "layers.4.0.weight"},
+        means_miss=True,
+    ),
+    Fault(
+        "bias-first-row-only",
+        "numpy",
+        "db = dz[0]: not summed over the leading dimensions (code written for one example)",
+        numpy_bias_grad(lambda dz: dz.reshape(-1, dz.shape[-1])[0]),
+        {False: "layers.4.0.bias", True: "layers.4.0.bias"},
+        means_miss=True,
+        batched=True,
+    ),
+    Fault(
+        "bias-wrong-axis",
+        "numpy",
+        "db = dz.reshape(d_out, -1).sum(1): summed over a wrongly reshaped axis",
+        numpy_bias_grad(lambda dz: dz.reshape(dz.shape[-1], -1).sum(axis=1)),
+        {False: "layers.3.0.bias", True: "layers.3.0.bias"},  # on the width-1 last layer it happens to be right
+        means_miss=True,
+        batched=True,
+    ),
+    Fault(
+        "float32-constants-in-float64",
+        "numpy",
+        "GELU constants rounded to float32 inside a float64 run",
+        numpy_constants_in_float32,
+        LOSS_BOTH,
+        dtypes=("float64",),
+    ),
+    Fault(
+        "jax-float32-told-float64",
+        "jax",
+        "x64 not enabled: JAX computes in float32 while told float64",
+        wrapped(impl_jax, jax_in_float32, as_float64),
+        LOSS_BOTH,
+        dtypes=("float64",),
+    ),
+]
+
+
+# --- the networks they are run on -----------------------------------------------------------
+
+
+def book_network():
+    """The book's network, weights, input (1, 3) and target: one row."""
+    params = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)
+    return params, weights.default_input(3), weights.default_target(1)
+
+
+def batched_network():
+    """The book's network and weights on a (2, 3, 3) input: six rows, for the bias faults."""
+    rng = np.random.default_rng(0)
+    params = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)
+    return params, rng.uniform(-1.0, 1.0, (2, 3, 3)), rng.uniform(-1.0, 1.0, (2, 3, 1))
+
+
+# --- what the weaker checks would have said ---------------------------------------------------
+
+
+def means_see_it(report_run: dict, dtype: str) -> bool:
+    """The book's print_gradients check: do the per-layer mean |dL/dW| of any two frameworks
+    differ by more than the dtype's tolerance? (compare.py's report holds the means; the
+    finite differences' own means are left out: they are good to ~1e-10, not 1e-12.)"""
+    means = [np.array(f["weight_grad_mean_abs"]) for n, f in report_run["frameworks"].items() if n != ORACLE]
+    tol = check.TOLERANCE[dtype]
+    return any(np.max(np.abs(a - b) / np.maximum(np.abs(a), np.abs(b))) > tol for a in means for b in means)
+
+
+def loose_checks_see_it(results: dict) -> dict:
+    """What the notebooks' tolerances say about every gradient element of every pair."""
+    grads = {n: np.concatenate([np.ravel(g) for g in r["dW"] + r["db"] + [r["dx"]]]) for n, r in results.items()}
+    names = list(grads)
+    pairs = [(grads[a], grads[b]) for i, a in enumerate(names) for b in names[i + 1 :]]
+    return {
+        "rtol=1e-3": any(not np.allclose(a, b, rtol=1e-3) for a, b in pairs),  # and allclose's atol=1e-8
+        "decimal=3": any(np.max(np.abs(a - b)) >= 1.5 * 10.0**-3 for a, b in pairs),  # assert_almost_equal's rule
+    }
+
+
+def run_frameworks(names, fault: Fault | None, network, dtype, use_shortcut, gelu_form="tanh") -> dict:
+    """Every named implementation's result, with `fault` patched in for the length of the call."""
+    params, x, target = network()
+    params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]
+    x, target = x.astype(dtype), target.astype(dtype)
+    modules = {"torch": impl_torch, "jax": impl_jax, "numpy": impl_numpy}
+    with pytest.MonkeyPatch.context() as mp:
+        if fault:
+            fault.patch(mp)
+        kw = dict(use_shortcut=use_shortcut, gelu_form=gelu_form, dtype=dtype)
+        return {n: modules[n].loss_and_grads(params, x, target, **kw) for n in names}
+
+
+def table() -> str:
+    """docs/faults.md's table: each fault, each dtype it exists in, both shortcut settings."""
+    rows = [
+        "| fault | in | dtype | elementwise (compare.py) | first mismatch reported | FD oracle alone"
+        " | per-layer mean \\|dL/dW\\| | rtol=1e-3 | decimal=3 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    mark = {True: "caught", False: "**missed**"}
+    for fault in FAULTS:
+        network = batched_network if fault.batched else book_network
+        for dtype in fault.dtypes:
+            caught, means, loose, oracle, where = False, False, {"rtol=1e-3": False, "decimal=3": False}, False, []
+            for use_shortcut in (False, True):
+                names = ("torch", "numpy") if fault.batched else ("torch", "jax", "numpy")
+                results = run_frameworks(names, fault, network, dtype, use_shortcut)
+                report = check.compare(results, dtype)
+                run = {"frameworks": {n: {"weight_grad_mean_abs": check.mean_abs(r["dW"])} for n, r in results.items()}}
+                params, x, target = network()
+                fd = numerical.loss_and_grads(params, x, target, use_shortcut=use_shortcut, gelu_form="tanh")
+                oracle |= not numerical.check({fault.framework: results[fault.framework]}, fd, dtype)["agree"]
+                caught |= not report["agree"]
+                means |= means_see_it(run, dtype)
+                loose = {k: loose[k] or v for k, v in loose_checks_see_it(results).items()}
+                if report["first_mismatch"]:
+                    m = report["first_mismatch"]
+                    where.append(f"{'with' if use_shortcut else 'without'}: {m['tensor']}")
+            rows.append(
+                f"| `{fault.name}` | {fault.framework} | {dtype} | {mark[caught]} | {'; '.join(where)} "
+                f"| {mark[oracle]} | {mark[means]} | {mark[loose['rtol=1e-3']]} | {mark[loose['decimal=3']]} |"
+            )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table())
