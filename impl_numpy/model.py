@@ -8,16 +8,22 @@ batch dimensions; N is the number of elements of the output.
 Forward, layer i (x has shape (..., d_in), W (d_out, d_in), b (d_out,)):
 
     z = x @ W.T + b                     (..., d_out)
-    a = gelu(z)                         (..., d_out)
+    a = gelu(z) = z Phi(z)              (..., d_out)
     y = x + a  if shortcut and shapes match, else  y = a
+
+Phi is the standard normal CDF (form "exact") or its tanh approximation (form "tanh");
+either way the forward keeps Phi(z) for the backward.
 
 Backward, the same steps in reverse (rows summed over the leading dimensions):
 
-    dz = dy * gelu'(z)
+    dz = dy * gelu'(z),   gelu'(z) = Phi(z) + z Phi'(z)
     dW = dz^T x      db = sum(dz)      dx = dz @ W   (+ dy through the identity path)
 
 The identity path is the "1" in dy/dx = 1 + da/dx: whatever the layer does to the
 gradient, dy reaches x unchanged.
+
+Speed: an elementwise NumPy operation is one pass over memory and, unless told `out=`,
+one new array. Where a line below works in place, it says why; the math is unchanged.
 """
 
 import math
@@ -35,19 +41,26 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
 def gelu(z: np.ndarray, form: str) -> tuple[np.ndarray, np.ndarray]:
-    """GELU of z, (...,) -> (...,), with the intermediate its derivative reuses.
+    """GELU of z, (...,) -> (...,), with Phi(z), which its derivative reuses.
 
-    form "tanh": 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), the book's formula;
-         the intermediate is t = tanh(...).
-    form "exact": z Phi(z) = 0.5 z (1 + erf(z / sqrt(2))), torch.nn.GELU()'s default;
-         the intermediate is Phi(z).
+    form "tanh": 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), the book's formula,
+         = z Phi(z) with Phi(z) ~ 0.5 (1 + tanh(u)),  u = sqrt(2/pi) (z + 0.044715 z^3).
+    form "exact": z Phi(z) = 0.5 z (1 + erf(z / sqrt(2))), torch.nn.GELU()'s default.
     Constants are cast to z's dtype, so float32 stays float32 and float64 is float64.
     """
     one, half = z.dtype.type(1), z.dtype.type(0.5)
     if form == "tanh":
         k, c = z.dtype.type(SQRT_2_OVER_PI), z.dtype.type(GELU_CUBIC)
-        t = np.tanh(k * (z + c * z**3))  # (...,)
-        return half * z * (one + t), t
+        # u = k (z + c z^3) = z (k + k c z^2), built up in one buffer: in place, each line is one
+        # pass over memory and no new array. z * z, not z**3: NumPy's ** 3 calls pow() per element.
+        phi_cdf = z * z  # (...,) z^2
+        phi_cdf *= k * c  # k c z^2
+        phi_cdf += k  # k + k c z^2
+        phi_cdf *= z  # u
+        np.tanh(phi_cdf, out=phi_cdf)  # t = tanh(u), in place: u is not needed again
+        phi_cdf *= half
+        phi_cdf += half  # Phi(z) ~ 0.5 (1 + t)
+        return z * phi_cdf, phi_cdf
     if form == "exact":
         phi_cdf = half * (one + _erf(z * z.dtype.type(SQRT_1_OVER_2)).astype(z.dtype))  # (...,)
         return z * phi_cdf, phi_cdf
@@ -55,21 +68,29 @@ def gelu(z: np.ndarray, form: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gelu_backward(dout: np.ndarray, z: np.ndarray, saved: np.ndarray, form: str) -> np.ndarray:
-    """dL/dz given dout = dL/d(gelu(z)), all (...,); `saved` is gelu's intermediate.
+    """dL/dz given dout = dL/d(gelu(z)), all (...,); `saved` is gelu's Phi(z).
 
-    tanh:  g = 0.5 z (1 + t),  t = tanh(u),  u = k (z + c z^3),  k = sqrt(2/pi)
-           g' = 0.5 (1 + t) + 0.5 z (1 - t^2) k (1 + 3 c z^2)
-    exact: g = z Phi(z)
-           g' = Phi(z) + z phi(z),   phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
+    g = z Phi(z)  =>  g' = Phi + z Phi'
+    tanh:  Phi = 0.5 (1 + t),  t = tanh(u),  u = k (z + c z^3),  k = sqrt(2/pi)
+           Phi' = 0.5 (1 - t^2) u' = 2 Phi (1 - Phi) u',   u' = k (1 + 3 c z^2)
+           g' = Phi (1 + 2 z (1 - Phi) u')
+    exact: Phi' = phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
     """
     one, half = z.dtype.type(1), z.dtype.type(0.5)
+    phi_cdf = saved
     if form == "tanh":
-        t = saved
         k, c = z.dtype.type(SQRT_2_OVER_PI), z.dtype.type(GELU_CUBIC)
-        du_dz = k * (one + z.dtype.type(3) * c * z**2)  # (...,)
-        return dout * (half * (one + t) + half * z * (one - t**2) * du_dz)
+        # Built up in one buffer, in place, as in gelu: one pass over memory per line.
+        dz = z * z  # (...,) z^2
+        dz *= z.dtype.type(6) * k * c  # 6 k c z^2
+        dz += z.dtype.type(2) * k  # 2 k (1 + 3 c z^2) = 2 u'
+        dz *= z  # 2 z u'
+        dz *= one - phi_cdf  # 2 z u' (1 - Phi)     (one temporary, 1 - Phi)
+        dz += one
+        dz *= phi_cdf  # g' = Phi (1 + 2 z u' (1 - Phi))
+        dz *= dout  # dz = dout g'
+        return dz
     if form == "exact":
-        phi_cdf = saved
         phi_pdf = z.dtype.type(SQRT_1_OVER_2PI) * np.exp(-half * z**2)  # (...,)
         return dout * (phi_cdf + z * phi_pdf)
     raise ValueError(f"unknown GELU form {form!r}: use 'tanh' or 'exact'")
@@ -79,15 +100,18 @@ def forward(params: list, x: np.ndarray, use_shortcut: bool, gelu_form: str):
     """Run the network on x (..., sizes[0]); returns (output (..., sizes[-1]), cache).
 
     params: [(W (d_out, d_in), b (d_out,)), ...], torch's layout.
-    cache: one (x, z, t, shortcut) per layer, what backward needs, in forward order.
+    cache: one (x, z, Phi(z), shortcut) per layer, what backward needs, in forward order.
     """
     cache = []
     for W, b in params:
-        z = x @ W.T + b  # (..., d_out)
-        a, saved = gelu(z, gelu_form)  # (..., d_out)
+        z = x @ W.T  # (..., d_out)
+        z += b  # in place: the bias joins the fresh matmul result, no second (..., d_out) array
+        a, phi_cdf = gelu(z, gelu_form)  # (..., d_out)
         shortcut = use_shortcut and a.shape == x.shape
-        cache.append((x, z, saved, shortcut))
-        x = x + a if shortcut else a  # (..., d_out)
+        cache.append((x, z, phi_cdf, shortcut))
+        if shortcut:
+            a += x  # y = x + a, in place: a is gelu's fresh array, which nothing else holds yet
+        x = a  # (..., d_out)
     return x, cache
 
 
@@ -102,18 +126,24 @@ def mse_loss_backward(output: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def backward(params: list, cache: list, dout: np.ndarray, gelu_form: str):
-    """Walk the cache in reverse; returns ([dW], [db], dx) in the layout of params and x."""
+    """Walk the cache in reverse; returns ([dW], [db], dx) in the layout of params and x.
+
+    The cache is consumed: each layer's entry is popped, so its arrays are freed as soon as
+    its gradients are done (as autograd frees its graph) and the peak is not every
+    activation plus every gradient.
+    """
     dWs, dbs = [], []
     dy = dout  # (..., d_out) of the last layer
-    for (W, _), (x, z, saved, shortcut) in zip(reversed(params), reversed(cache)):
-        dz = gelu_backward(dy, z, saved, gelu_form)  # (..., d_out)  a = gelu(z)
+    for W, _ in reversed(params):
+        x, z, phi_cdf, shortcut = cache.pop()
+        dz = gelu_backward(dy, z, phi_cdf, gelu_form)  # (..., d_out)  a = gelu(z)
         dz2 = dz.reshape(-1, dz.shape[-1])  # (rows, d_out)      rows = all leading dims
         x2 = x.reshape(-1, x.shape[-1])  # (rows, d_in)
         dWs.append(dz2.T @ x2)  # (d_out, d_in)    z = x W^T + b  =>  dW = dz^T x
         dbs.append(dz2.sum(axis=0))  # (d_out,)   b is added to every row  =>  db = sum_rows dz
         dx = dz @ W  # (..., d_in)              z = x W^T + b  =>  dx = dz W
         if shortcut:
-            dx = dx + dy  # the identity path: y = x + a  =>  dx += dy
+            dx += dy  # the identity path: y = x + a  =>  dx += dy (in place: dx is the fresh matmul result)
         dy = dx
     return dWs[::-1], dbs[::-1], dy
 
