@@ -20,8 +20,8 @@ DPI = 100
 PIXELS = (900, 550)  # (width, height) of every PNG written here
 # One hollow marker per framework, each drawn a little to the side of the layer's tick
 # ("dodged"), so that values that agree stay visible side by side instead of on top of each other.
-MARKERS = {"torch": ("o", 8), "jax": ("s", 7), "numpy": ("^", 8)}
-DODGE = {"torch": -0.12, "jax": -0.04, "numpy": 0.04, "book": 0.12}  # in layers (per-layer plot only)
+MARKERS = {"torch": ("o", 8), "jax": ("s", 7), "numpy": ("^", 8), "numerical": ("D", 6)}
+DODGE_STEP = 0.08  # in layers, between neighbouring series (per-layer plot only)
 COLORS = {False: "tab:red", True: "tab:blue"}  # without shortcut, with shortcut
 SETTING = {False: "without shortcut", True: "with shortcut"}
 
@@ -78,22 +78,28 @@ def _loggable(values) -> np.ndarray:
     return np.where(np.isfinite(ys) & (ys > 0), ys, np.nan)
 
 
+def dodge(names) -> dict[str, float]:
+    """Each series' offset from the layer's tick, centred: DODGE_STEP apart, in the order given."""
+    return {name: (k - (len(names) - 1) / 2) * DODGE_STEP for k, name in enumerate(names)}
+
+
 def layer_gradients_figure(report: dict):
     """compare.run's report as a plot: mean |dL/dW| per layer on a log axis.
 
     One colour per shortcut setting, one marker per framework, and the book's printed
     values as crosses where the configuration is the book's; layer i's points sit at
-    i + DODGE[name]. Line labels are
+    i + dodge(series)[name], series being the frameworks then "book". Line labels are
     "{framework} {without|with} shortcut" and "book {without|with} shortcut".
     """
     cfg = report["config"]
     fig, ax = _figure()
+    offsets = dodge(list(report["runs"][0]["frameworks"]) + (["book"] if report["runs"][0]["book"] else []))
     for run in report["runs"]:
         color, setting = COLORS[run["use_shortcut"]], SETTING[run["use_shortcut"]]
         for name, fw in run["frameworks"].items():
             marker, size = MARKERS.get(name, ("D", 6))
             ax.plot(
-                np.arange(len(fw["weight_grad_mean_abs"])) + DODGE.get(name, 0.0),
+                np.arange(len(fw["weight_grad_mean_abs"])) + offsets[name],
                 _loggable(fw["weight_grad_mean_abs"]),
                 marker=marker,
                 markersize=size,
@@ -105,7 +111,7 @@ def layer_gradients_figure(report: dict):
             )
         if run["book"]:
             ax.plot(
-                np.arange(len(run["book"]["values"])) + DODGE["book"],
+                np.arange(len(run["book"]["values"])) + offsets["book"],
                 run["book"]["values"],
                 marker="x",
                 markersize=9,

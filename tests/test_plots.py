@@ -47,12 +47,14 @@ def test_layer_plot_is_a_png_of_the_promised_size_with_the_reported_numbers(tmp_
 
     report = compare.run(*compare.resolve(compare.build_parser().parse_args(["--frameworks", "numpy,torch"])))
     lines = lines_by_label(plots.layer_gradients_figure(report))
+    offsets = plots.dodge(["numpy", "torch", "book"])
+    assert offsets["numpy"] < offsets["torch"] < offsets["book"] and offsets["torch"] == 0  # centred
     for r in report["runs"]:
         setting = plots.SETTING[r["use_shortcut"]]
         for name, fw in r["frameworks"].items():
             line = lines[f"{name} {setting}"]
             np.testing.assert_array_equal(line.get_ydata(), fw["weight_grad_mean_abs"])
-            np.testing.assert_array_equal(line.get_xdata(), np.arange(5) + plots.DODGE[name])
+            np.testing.assert_array_equal(line.get_xdata(), np.arange(5) + offsets[name])
             assert f"{fw['weight_grad_mean_abs'][0]:.7e}" in out  # the same numbers as the printed table
         np.testing.assert_array_equal(lines[f"book {setting}"].get_ydata(), r["book"]["values"])
 
