@@ -19,6 +19,7 @@ The steps are impl_numpy.model's own: its `forward` (and the cache it returns), 
 here. tests/test_explain.py checks every figure against torch's autograd.
 """
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -215,7 +216,8 @@ def sweep_depth(
 
     Each depth draws its own weights with torch.manual_seed(seed), so layer 0 starts from
     the same weights at every depth. Returns {"depths": [...], "values": {framework: {"off": [...],
-    "on": [...]}}}; `progress(text)` is called before each depth.
+    "on": [...]}}}, a value being None where it overflowed to inf or nan (so the JSON stays
+    JSON); `progress(text)` is called before each depth.
     """
     from common import weights
 
@@ -231,18 +233,22 @@ def sweep_depth(
         params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]
         for name, fn in grads_fns.items():
             for key, use_shortcut in (("off", False), ("on", True)):
-                dW0 = fn(params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form, dtype=dtype)["dW"][0]
-                values[name][key].append(mean_abs(dW0))
+                # Deep enough, the activations overflow: that is reported (as None), not warned about.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    result = fn(params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form, dtype=dtype)
+                value = mean_abs(result["dW"][0])
+                values[name][key].append(value if math.isfinite(value) else None)
     return {"depths": depths, "values": values}
 
 
 def fit_decay(depths, values) -> dict:
     """Least-squares line through log10(value) against depth; `factor` = 10**slope per added layer.
 
-    Zeros (float underflow) and non-finite values have no logarithm: they are left out,
-    and counted in "left_out". `factor` is None with fewer than two usable points.
+    Zeros (float underflow) and non-finite values (inf, nan, None) have no logarithm: they
+    are left out, and counted in "left_out". `factor` is None with fewer than two usable points.
     """
-    d, v = np.asarray(depths, np.float64), np.asarray(values, np.float64)
+    d = np.asarray(depths, np.float64)
+    v = np.array([np.nan if value is None else value for value in values], np.float64)
     usable = np.isfinite(v) & (v > 0)
     if usable.sum() < 2:
         return {"factor": None, "points": int(usable.sum()), "left_out": int((~usable).sum())}
@@ -273,15 +279,16 @@ def format_sweep(sweep: dict, fits: dict) -> str:
         f"{'depth':>5}" + "".join(f"{f'{n} {k}':>14}" for n, k in cols),
     ]
     for j, depth in enumerate(sweep["depths"]):
-        lines.append(f"{depth:>5}" + "".join(f"{sweep['values'][n][k][j]:>14.4g}" for n, k in cols))
+        cells = (sweep["values"][n][k][j] for n, k in cols)
+        lines.append(f"{depth:>5}" + "".join(f"{'overflow' if v is None else f'{v:.4g}':>14}" for v in cells))
     first, last = sweep["depths"][0], sweep["depths"][-1]
     for name in names:
         for key, setting in (("off", "without"), ("on", "with")):
             fit = fits[name][key]
             if fit["factor"] is None:
-                lines.append(f"{name} {setting} shortcut: fewer than two nonzero values, no rate fitted")
+                lines.append(f"{name} {setting} shortcut: fewer than two finite nonzero values, no rate fitted")
                 continue
-            left = f"; {fit['left_out']} zero or non-finite values left out" if fit["left_out"] else ""
+            left = f"; {fit['left_out']} zero or overflowed values left out" if fit["left_out"] else ""
             lines.append(
                 f"{name} {setting} shortcut: layer 0's mean |dL/dW| changes by a factor {fit['factor']:.3g} per added"
                 f" layer (least-squares fit of log10 over depths {first}..{last}, {fit['points']} points{left})"

@@ -73,8 +73,8 @@ def _figure():
 
 
 def _loggable(values) -> np.ndarray:
-    """The values as float64, with NaN where a log axis cannot go (zero, inf, nan): the line breaks there."""
-    ys = np.asarray(values, np.float64)
+    """The values as float64, with NaN where a log axis cannot go (zero, inf, nan, None): the line breaks there."""
+    ys = np.array([np.nan if v is None else v for v in values], np.float64)  # None: overflowed
     return np.where(np.isfinite(ys) & (ys > 0), ys, np.nan)
 
 
@@ -135,8 +135,8 @@ def layer_gradients_figure(report: dict):
 def sweep_figure(sweep: dict, *, gelu_form: str, dtype: str):
     """The depth sweep (explain.sweep_depth plus "fits") as a plot: layer 0's mean |dL/dW| against depth.
 
-    Line labels are "{framework} {without|with} shortcut", with "(k at 0, not shown)" where
-    k values are zero (a log axis has no 0), and "{framework} fit without shortcut: x{factor}
+    Line labels are "{framework} {without|with} shortcut", with "(k at 0 or overflowed, not
+    shown)" where k values are zero (a log axis has no 0) or None, and "{framework} fit without shortcut: x{factor}
     per layer" for the fitted line (dashed).
     """
     fig, ax = _figure()
@@ -146,7 +146,7 @@ def sweep_figure(sweep: dict, *, gelu_form: str, dtype: str):
         for key, use_shortcut in (("off", False), ("on", True)):
             ys = _loggable(values[key])
             hidden = int(np.isnan(ys).sum())
-            label = f"{name} {SETTING[use_shortcut]}" + (f" ({hidden} at 0, not shown)" if hidden else "")
+            label = f"{name} {SETTING[use_shortcut]}" + (f" ({hidden} at 0 or overflowed, not shown)" if hidden else "")
             ax.plot(
                 depths,
                 ys,

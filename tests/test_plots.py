@@ -81,11 +81,14 @@ def test_sweep_plot_carries_the_sweep_and_its_fitted_line(tmp_path, capsys):
         assert f"{value:.4g}" in out  # the table prints what the picture shows
 
 
-def test_zero_values_break_the_line_and_are_counted_in_the_label():
-    sweep = {"depths": [2, 3, 4], "values": {"numpy": {"off": [1e-3, 1e-4, 1e-5], "on": [0.5, 0.0, 0.7]}}}
+def test_zero_and_overflowed_values_break_the_line_and_are_counted_in_the_label():
+    sweep = {"depths": [2, 3, 4, 5], "values": {"numpy": {"off": [1e-3, 1e-4, 1e-5, 0.0], "on": [0.5, 0.0, 0.7, None]}}}
     sweep["fits"] = explain.fit_sweep(sweep)
     lines = lines_by_label(plots.sweep_figure(sweep, gelu_form="tanh", dtype="float32"))
-    np.testing.assert_array_equal(lines["numpy with shortcut (1 at 0, not shown)"].get_ydata(), [0.5, np.nan, 0.7])
+    shown = lines["numpy with shortcut (2 at 0 or overflowed, not shown)"].get_ydata()
+    np.testing.assert_array_equal(shown, [0.5, np.nan, 0.7, np.nan])
+    row5 = [line for line in explain.format_sweep(sweep, sweep["fits"]).splitlines() if line.startswith("    5 ")]
+    assert row5 == [f"    5{0:>14}{'overflow':>14}"]
 
 
 BAD = {
