@@ -275,7 +275,9 @@ def check_learning_flags(args) -> range | None:
     if args.sweep_depth is None and not args.sweep_plot:
         return None
     if args.weights:
-        raise InputError("--sweep-depth draws seeded weights for every depth; leave out --weights (--seed picks them)")
+        raise InputError(
+            "--sweep-depth and --sweep-plot draw seeded weights for every depth; leave out --weights (--seed picks them)"
+        )
     return explain.parse_depths(args.sweep_depth or explain.DEFAULT_SWEEP)
 
 
