@@ -3,6 +3,9 @@
     python compare.py                      # the book's configuration, with and without shortcut
     python compare.py --dtype float64      # agreement to 1e-12
     python compare.py --json               # one JSON object on stdout
+    python compare.py --explain            # each layer's gradient: identity path vs through the layer
+    python compare.py --plot layers.png    # the book's Figure 4.12, measured (and --sweep-plot depth.png)
+    python compare.py --side-by-side page.html   # the three model.py files in aligned columns
 
 Exit status: 0 when every element of every gradient agrees (and the book's numbers match,
 where the configuration is the book's), 1 when anything disagrees, 2 for bad input.
