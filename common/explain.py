@@ -64,19 +64,20 @@ def gradient_paths(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
 
     params = [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in params]
     x, target = np.asarray(x, dtype), np.asarray(target, dtype)
-    output, cache = model.forward(params, x, use_shortcut, gelu_form)  # cache: (x, z, saved, shortcut)
+    output, cache = model.forward(params, x, use_shortcut, gelu_form)  # cache: (x, z, Phi(z), shortcut) per layer
     dout = model.mse_loss_backward(output, target)  # (..., d_last)
     layers, dy = [], dout
     for i in reversed(range(len(params))):
         W, _ = params[i]
-        x_i, z, saved, shortcut = cache[i]
-        dz = model.gelu_backward(dy, z, saved, gelu_form)  # (..., d_out)   a = gelu(z)
+        x_i, z, phi_cdf, shortcut = cache[i]
+        dz = model.gelu_backward(dy, z, phi_cdf, gelu_form)  # (..., d_out)   a = gelu(z)
         through = dz @ W  # (..., d_in)        z = x W^T + b  =>  dx = dz W
         identity = dy if shortcut else np.zeros_like(through)  # (..., d_in)   y = x + a  =>  dx += dy
+        dx = through + identity  # (..., d_in)   the two paths add
         dz2, x2 = dz.reshape(-1, dz.shape[-1]), x_i.reshape(-1, x_i.shape[-1])  # rows = leading dims
         dW, db = dz2.T @ x2, dz2.sum(axis=0)  # (d_out, d_in), (d_out,)
-        layers.append(LayerPaths(i, shortcut, x_i, dy, dz, through, identity, through + identity, dW, db))
-        dy = through + identity
+        layers.append(LayerPaths(i, shortcut, x_i, dy, dz, through, identity, dx, dW, db))
+        dy = dx
     return {"loss": model.mse_loss(output, target), "output": output, "dout": dout, "layers": layers}
 
 
