@@ -148,7 +148,7 @@ def format_explain(report: dict) -> str:
     ]
     header = (
         f"{'layer':>5} {'dL/dy':>10} {'running':>10} {GELU_PRIME:>7} {'dL/dz':>10} {'through':>10}"
-        f" {'identity':>10} {'dL/dx':>10} {'gain':>6} {'|x|':>7} {'dL/dW':>10}"
+        f" {'identity':>10} {'dL/dx':>10} {'gain':>7} {'|x|':>7} {'dL/dW':>10}"
     )
     for run in report["runs"]:
         setting = "With" if run["use_shortcut"] else "Without"
@@ -157,7 +157,7 @@ def format_explain(report: dict) -> str:
             identity = f"{r['identity']:>10.4g}" if r["shortcut"] else f"{'-':>10}"
             lines.append(
                 f"{r['layer']:>5} {r['dy']:>10.4g} {r['running']:>10.4g} {r['gelu']:>7.4g} {r['dz']:>10.4g}"
-                f" {r['through']:>10.4g} {identity} {r['dx']:>10.4g} {r['gain']:>6.3g} {r['x']:>7.4g} {r['dW']:>10.4g}"
+                f" {r['through']:>10.4g} {identity} {r['dx']:>10.4g} {r['gain']:>7.4g} {r['x']:>7.4g} {r['dW']:>10.4g}"
             )
     lines += ["", *why_layer0(report)]
     return "\n".join(lines)
@@ -185,9 +185,11 @@ def why_layer0(report: dict) -> list[str]:
         lines.append(
             f"So with the shortcut layer 0's dL/dW is {on['dW'] / off['dW']:.4g} times larger ="
             f" {on_run['dout'] / off_run['dout']:.4g} (dL/d output) x {on['running'] / off['running']:.4g} (running)"
-            f" x {on['gelu'] / off['gelu']:.4g} (gelu') x {on['x'] / off['x']:.4g} (|x|). The running product"
-            f" differs most: the layers above layer 0 have gains {min(alone):.3g} to {max(alone):.3g} alone"
-            f" and {min(kept):.3g} to {max(kept):.3g} with the identity path."
+            f" x {on['gelu'] / off['gelu']:.4g} (gelu') x {on['x'] / off['x']:.4g} (|x|)."
+        )
+        lines.append(
+            f"The running product makes the difference: the layers above layer 0 have gains {min(alone):.4g}"
+            f" to {max(alone):.4g} alone, {min(kept):.4g} to {max(kept):.4g} with the identity path."
         )
     return lines
 
