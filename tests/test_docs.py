@@ -205,6 +205,19 @@ def test_the_prose_claims_about_the_table():
     assert float(CLAIMS32["ratio running"]) > max(float(CLAIMS32["ratio dout"]), float(CLAIMS32["ratio gelu"]))
 
 
+def test_with_the_shortcut_the_residual_stream_grows_with_depth():
+    """'the residual stream grows with depth in this network': mean |x| entering the last layer."""
+    from impl_numpy import model
+
+    sizes = [mean_abs_into_last(model, depth) for depth in (5, 16, 32)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def mean_abs_into_last(model, depth: int) -> float:
+    params = weights.seeded_params((3,) * depth + (1,), BOOK_SEED)
+    return explain.mean_abs(model.forward(params, X, True, "tanh")[1][-1][0])
+
+
 def test_at_the_zero_depths_the_output_is_exactly_the_target():
     """'the output lands exactly on the target 0: the loss is 0 and so is every gradient'."""
     from impl_numpy import model
