@@ -57,6 +57,13 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 # 64 KiB or more its own mapping, unmapped on free, so the resident set tracks live memory.
 MEMORY_PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
+# A 1-minute load average above this before the run means other work was competing for the CPUs.
+BUSY_LOAD = 0.5
+BUSY_WARNING = (
+    "\nWARNING: the machine was busy before the run: every time is inflated, and the ratios lean towards"
+    " whatever does more single-threaded work (a 2-thread matmul stalls when one of its threads is descheduled)"
+)
+
 # The issue's targets (issue 5), checked on this run's ratios; nothing here asserts them.
 TARGET_WIDTH = 1024
 FLOOR_TARGETS = {"torch": 0.85, "jax": 0.85, "numpy": 0.75}  # floor time / step time, at TARGET_WIDTH
@@ -315,6 +322,9 @@ def format_report(report: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in cfg["versions"].items()),
         "floor: the three matmuls per layer (x W^T, dz W, dz^T x) in NumPy at the same sizes; "
         "floor/step: 1.0 means as fast as the floor",
+        f"load average (1 min) {cfg['load_average']['before']:.2f} before the run, "
+        f"{cfg['load_average']['after']:.2f} after; run took {cfg['wall_s']:.0f} s"
+        + (BUSY_WARNING if cfg["load_average"]["before"] > BUSY_LOAD else ""),
         "",
         f"{'batch':>5} {'width':>5} {'depth':>5}  {'impl':<6} {'step ms':>9} {'ms/layer':>9} {'floor ms':>9}"
         f" {'floor/step':>10} {'vs torch':>9} {'compile s':>9} {'peak MiB':>9}",
@@ -408,11 +418,13 @@ def main(argv=None) -> int:
         print(f"bench: error: {err}", file=sys.stderr)
         return 2
     sizes = [(args.batch, width, depth) for width in args.widths for depth in args.depths]
+    load_before = os.getloadavg()[0]  # other processes' demand for the CPUs, shown beside the figures
     start = time.perf_counter()
     report = benchmark(
         sizes, args.impls, args.threads, args.repeats, args.seed, log=lambda m: print(m, file=sys.stderr, flush=True)
     )
     report["config"]["wall_s"] = time.perf_counter() - start
+    report["config"]["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
