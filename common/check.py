@@ -46,13 +46,18 @@ def relative_error(a, b, tol: float, eps: float, magnitude=None) -> np.ndarray:
     per element from max(max|T|, magnitude).
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    diff, scale = np.abs(a - b), np.maximum(np.abs(a), np.abs(b))
-    size = scale.max() if scale.size else 0.0
+    with np.errstate(invalid="ignore"):  # inf - inf: such elements are marked below
+        diff, scale = np.abs(a - b), np.maximum(np.abs(a), np.abs(b))
+    finite = np.isfinite(a) & np.isfinite(b)
+    size = scale[finite].max() if finite.any() else 0.0
     if magnitude is not None:
         size = np.maximum(size, np.asarray(magnitude, np.float64))
     floor = NOISE_ULPS * eps * size / tol
     scale = np.maximum(scale, floor)
-    return np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
+    rel = np.divide(diff, scale, out=np.zeros_like(diff), where=finite & (scale > 0))
+    # A NaN or inf is never agreement, not even with another NaN: it means the computation broke.
+    rel[~finite] = np.inf
+    return rel
 
 
 def tensors(result: dict) -> list[tuple[str, int | None, np.ndarray]]:

@@ -129,6 +129,9 @@ def save_weights(path, params, x: np.ndarray, target: np.ndarray) -> None:
     os.close(fd)
     try:
         save_file(tensors, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it an ordinary file's mode
         os.replace(tmp, path)  # atomic on one file system: readers see the old file or the new one
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

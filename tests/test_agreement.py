@@ -99,3 +99,17 @@ def test_gelu_form_is_not_ignored():
     tanh, exact = run_all("book", "tanh", "float64", True), run_all("book", "exact", "float64", True)
     for fw in FRAMEWORKS:
         assert not np.allclose(tanh[fw]["dW"][0], exact[fw]["dW"][0], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_non_finite_gradients_never_agree(bad):
+    """NaN against a number (or against NaN) is a disagreement, not a relative error of 0."""
+    results = run_all("book", "tanh", "float32", True, ("torch", "numpy"))
+    broken = results["numpy"]["dW"][2].copy()
+    broken[1, 1] = bad
+    results["numpy"] = {**results["numpy"], "dW": results["numpy"]["dW"][:2] + [broken] + results["numpy"]["dW"][3:]}
+    report = compare(results, "float32")
+    assert report["first_mismatch"]["tensor"] == "layers.2.0.weight"
+    assert report["first_mismatch"]["index"] == [1, 1]
+    both = compare({"a": results["numpy"], "b": results["numpy"]}, "float32")
+    assert not both["agree"]
