@@ -253,8 +253,9 @@ def oracle_summary(checks: list[dict]) -> str:
     )
     if unresolved:
         text += (
-            f", and {unresolved} elements too small for differences to tell from 0"
-            f" (|d| <= {max(c['unresolved_max_abs'] for c in checks):.1e}) are within their bounds"
+            f"; {unresolved} more are no bigger than their bound (largest |d|"
+            f" {max(c['unresolved_max_abs'] for c in checks):.2g}), so differences cannot tell them from 0:"
+            " they are within it"
         )
     return text
 
