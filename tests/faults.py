@@ -6,7 +6,8 @@ carries no hooks for it. Each says where the comparison must first see it, in ba
 order (common.check.tensors), with and without shortcuts: a tensor name, or None where
 the bug cannot show (there is no identity path without shortcuts).
 
-    python tests/faults.py        # the table in docs/faults.md, measured afresh
+    python tests/faults.py              # the table in docs/faults.md, measured afresh
+    python tests/faults.py properties   # does each property test fail with each fault in? (~1 min)
 """
 
 import sys
@@ -308,5 +309,34 @@ def table() -> str:
     return "\n".join(rows)
 
 
+def property_tests_catch_them() -> str:
+    """Each property test of tests/test_properties.py run with each fault patched in: it must fail.
+
+    JAX faults are left out: the property tests run JAX on three networks only."""
+    import test_properties as props
+
+    tests = [
+        props.test_torch_and_numpy_agree_in_float32,
+        props.test_torch_and_numpy_agree_in_float64,
+        props.test_float64_matches_finite_differences,
+    ]
+    lines = []
+    for fault in FAULTS:
+        if fault.framework == "jax":
+            continue
+        for test in tests:
+            if "float32" in test.__name__ and "float32" not in fault.dtypes:
+                continue
+            with pytest.MonkeyPatch.context() as mp:
+                fault.patch(mp)
+                try:
+                    test()
+                    verdict = "MISSED"
+                except AssertionError:
+                    verdict = "caught"
+            lines.append(f"{fault.name:30} {test.__name__:42} {verdict}")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(table())
+    print(property_tests_catch_them() if sys.argv[1:] == ["properties"] else table())
