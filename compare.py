@@ -115,6 +115,12 @@ def resolve(args) -> tuple[Config, list, np.ndarray, np.ndarray, bool]:
     weights.check_input(x, sizes)
     target = weights.default_target(sizes[-1]) if target is None else target
     weights.check_target(target, x.shape[:-1] + (sizes[-1],))
+    elements = sum(W.size + b.size for W, b in params) + x.size
+    if ORACLE in names and elements > numerical.MAX_ELEMENTS:
+        raise InputError(
+            f"--frameworks {ORACLE} runs eight forward passes per weight, bias and input element; this network has "
+            f"{elements:,}, more than {numerical.MAX_ELEMENTS:,}: leave {ORACLE} out or use a smaller network"
+        )
 
     dtype = np.dtype(args.dtype)
     params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]  # upcast (or round) once, here

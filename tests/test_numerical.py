@@ -117,3 +117,10 @@ def test_numerical_alone_is_bad_input(capsys):
     assert compare.main(["--frameworks", "numerical"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "add torch, jax or numpy" in err
+
+
+def test_numerical_refuses_a_network_too_big_for_it(capsys):
+    """Eight forwards per element: the 33,152 elements of a 128,128,128 network would take ~25 s, so it is bad input, before any work."""
+    assert compare.main(["--layer-sizes", "128,128,128", "--frameworks", "numpy,numerical"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "more than 20,000" in captured.err
