@@ -228,6 +228,7 @@ def check(results: dict[str, dict], oracle: dict, dtype: str) -> dict:
             else:
                 diff = np.abs(a - d)
                 used = diff / (tol * size + error)  # > 1: disagrees (error > 0: it has a rounding part)
+                used[~np.isfinite(a)] = np.inf  # a NaN or inf is never agreement
                 rel = np.divide(diff, size, out=np.where(diff > 0, np.inf, 0.0), where=size > 0)
                 allowed = np.divide(error, size, out=np.full(size.shape, np.inf), where=size > 0) + tol
                 if resolved.any():

@@ -124,3 +124,12 @@ def test_numerical_refuses_a_network_too_big_for_it(capsys):
     assert compare.main(["--layer-sizes", "128,128,128", "--frameworks", "numpy,numerical"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and "more than 20,000" in captured.err
+
+
+def test_a_nan_gradient_never_agrees_with_the_oracle():
+    params, x, target = book()
+    fd = numerical.loss_and_grads(params, x, target, use_shortcut=True, gelu_form="tanh")
+    result = needs("numpy")(params, x, target, use_shortcut=True, gelu_form="tanh", dtype="float64")
+    result["dW"][2][0, 0] = np.nan
+    report = numerical.check({"numpy": result}, fd, "float64")
+    assert not report["agree"] and report["first_mismatch"]["tensor"] == "layers.2.0.weight"
