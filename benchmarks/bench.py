@@ -57,11 +57,12 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 # 64 KiB or more its own mapping, unmapped on free, so the resident set tracks live memory.
 MEMORY_PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
-# A 1-minute load average above this before the run means other work was competing for the CPUs.
-BUSY_LOAD = 0.5
+# Other work competed for the benchmark's CPUs when the 1-minute load average before the run
+# exceeds the CPUs it leaves free by more than this.
+BUSY_MARGIN = 0.5
 BUSY_WARNING = (
-    "\nWARNING: the machine was busy before the run: every time is inflated, and the ratios lean towards"
-    " whatever does more single-threaded work (a 2-thread matmul stalls when one of its threads is descheduled)"
+    "\nWARNING: the machine was busy before the run: every time is inflated, and unevenly (a multi-threaded"
+    " matmul stalls whenever one of its threads is descheduled), so the ratios below are not to be trusted"
 )
 
 # The issue's targets (issue 5), checked on this run's ratios; nothing here asserts them.
@@ -143,6 +144,14 @@ def memory_probe(conn, impl: str, cpus: list[int], sizes: list[tuple]) -> None:
 
 
 # ---- in the parent ----------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
 
 
 @contextmanager
@@ -250,6 +259,8 @@ def benchmark(sizes: list[tuple], impls: tuple[str, ...], threads: int, repeats:
             "gelu": "tanh",
             "threads": threads,
             "cpus": cpus,
+            "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(),
             "repeats": repeats,
             "seed": seed,
             "versions": versions,
@@ -318,13 +329,13 @@ def format_report(report: dict) -> str:
     cfg = report["config"]
     lines = [
         f"One gradient step (forward, loss, backward), float32, shortcut on, tanh GELU, {cfg['threads']} threads "
-        f"(CPUs {cfg['cpus']}); median of {cfg['repeats']} timed steps; versions "
+        f"(CPUs {cfg['cpus']} of {cfg['cpu_count']}, {cfg['cpu_model']}); median of {cfg['repeats']} timed steps; versions "
         + ", ".join(f"{k} {v}" for k, v in cfg["versions"].items()),
         "floor: the three matmuls per layer (x W^T, dz W, dz^T x) in NumPy at the same sizes; "
         "floor/step: 1.0 means as fast as the floor",
         f"load average (1 min) {cfg['load_average']['before']:.2f} before the run, "
         f"{cfg['load_average']['after']:.2f} after; run took {cfg['wall_s']:.0f} s"
-        + (BUSY_WARNING if cfg["load_average"]["before"] > BUSY_LOAD else ""),
+        + (BUSY_WARNING if cfg["load_average"]["before"] > cfg["cpu_count"] - cfg["threads"] + BUSY_MARGIN else ""),
         "",
         f"{'batch':>5} {'width':>5} {'depth':>5}  {'impl':<6} {'step ms':>9} {'ms/layer':>9} {'floor ms':>9}"
         f" {'floor/step':>10} {'vs torch':>9} {'compile s':>9} {'peak MiB':>9}",
