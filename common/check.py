@@ -16,6 +16,13 @@ relative error 0.44) and a float64 one differs by 6.8e-10 relative; both are rou
 The floor lets such an element differ by at most NOISE_ULPS ulps of its tensor's largest
 element, which is still scaled to the tensor (1e-4 gradients get a 1e-4-sized floor), so a
 sign flip, a transposed weight or a wrong GELU form is still caught (tests/test_agreement.py).
+
+Deeper random networks cancel harder: an element can be a sum of terms 20 to 120 times the
+largest element of its tensor (docs/faults.md). So compare.py also passes `magnitude`, each
+element's measured size of the terms it is summed from (common.numerical.sensitivity: how
+far it moves when every input is nudged by 2^-30 relative, in float64), and the floor is
+taken from the larger of the two. All catalogued faults are still caught with it
+(tests/test_faults.py runs them through compare.py).
 """
 
 import numpy as np
