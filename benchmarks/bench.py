@@ -51,7 +51,10 @@ DEFAULT_WIDTHS = (256, 1024)
 DEFAULT_DEPTHS = (8, 32)
 DEFAULT_REPEATS = 7  # timed steps per implementation and size; the median is reported
 WARMUP_STEPS = 2  # after building (and compiling): thread pools start, buffers are paged in
-PAUSE_S = 0.05  # between one process's step and the next's: BLAS and OpenMP threads spin a while after a call
+# Between one process's turn and the next: OpenBLAS's idle threads keep spinning for about 0.1 s
+# after a call (measured here: 0.05 CPU-s in each of the first two 50 ms windows, then nothing)
+# and would take a CPU from the next process's step.
+PAUSE_S = 0.15
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # glibc: a fixed threshold (it is otherwise raised as buffers are freed) makes every buffer of
 # 64 KiB or more its own mapping, unmapped on free, so the resident set tracks live memory.
