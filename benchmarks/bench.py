@@ -13,9 +13,11 @@ How it measures (exit status 0, or 2 for bad input):
     CPUs with OMP/MKL/OpenBLAS_NUM_THREADS set to the same number and torch.set_num_threads
     likewise. XLA has no thread-count flag; it sizes its pool from the CPUs the process may use,
     so the pinning is what limits JAX (the JAX maintainers' advice, jax-ml/jax#1539).
-  - The processes take turns, one timed step each per round, so that a change in the machine's
-    load during the run falls on all of them alike; before its timed step a process runs one
-    untimed step so its caches are as warm as in a training loop. The figure is the median.
+  - The processes take turns, one turn each per round, so that a change in the machine's load
+    during the run falls on all of them alike. A turn runs untimed steps for 0.1 s (at least
+    one), so caches and thread pools are as warm as in a training loop, then times steps back
+    to back for 0.2 s (at least one) and reports seconds per step. The figure is the median
+    over the rounds.
   - The floor is the three matrix multiplications per layer that any backward pass must do
     (x W^T, dz W, dz^T x), in NumPy at the same sizes: floor/step is the fraction of the
     floor's speed an implementation reaches.
@@ -49,8 +51,13 @@ IMPLS = ("torch", "jax", "numpy")
 DEFAULT_BATCH = 256
 DEFAULT_WIDTHS = (256, 1024)
 DEFAULT_DEPTHS = (8, 32)
-DEFAULT_REPEATS = 7  # timed steps per implementation and size; the median is reported
+DEFAULT_REPEATS = 7  # turns per implementation and size; the median is reported
 WARMUP_STEPS = 2  # after building (and compiling): thread pools start, buffers are paged in
+# Each turn: at least one untimed step and TURN_WARM_S of them, then at least one timed step and
+# TURN_TIMED_S of them. Measured: JAX at width 256, depth 8, takes 11 ms a step back to back but
+# 12 to 24 ms for the first steps after a 0.15 s pause, while its idle threads wake up.
+TURN_WARM_S = 0.1
+TURN_TIMED_S = 0.2
 # Between one process's turn and the next: OpenBLAS's idle threads keep spinning for about 0.1 s
 # after a call (measured here: 0.05 CPU-s in each of the first two 50 ms windows, then nothing)
 # and would take a CPU from the next process's step.
@@ -98,6 +105,27 @@ def reset_peak_rss() -> None:
         f.write("5")
 
 
+def timed_turn(run) -> float:
+    """One turn: untimed steps for TURN_WARM_S, then seconds per step over TURN_TIMED_S of steps.
+
+    The untimed steps bring caches and idle thread pools back to the state of a training loop
+    after the other processes' turns; a short step is timed over several, back to back.
+    """
+    start = time.perf_counter()
+    while True:
+        run()
+        if time.perf_counter() - start >= TURN_WARM_S:
+            break
+    count, start = 0, time.perf_counter()
+    while True:
+        result = run()
+        count += 1
+        elapsed = time.perf_counter() - start
+        del result
+        if elapsed >= TURN_TIMED_S:
+            return elapsed / count
+
+
 def serve(conn, impl: str, cpus: list[int]) -> None:
     """A timing process: builds `impl`'s step for a size on request, then times one step per request."""
     pin(cpus)
@@ -114,12 +142,7 @@ def serve(conn, impl: str, cpus: list[int]) -> None:
                     step.run()
                 conn.send(("ok", {"compile_s": step.compile_s, "loss": step.loss, "version": step.version}))
             else:
-                step.run()  # untimed: caches warm again after the other processes' turns
-                start = time.perf_counter()
-                result = step.run()
-                elapsed = time.perf_counter() - start
-                del result
-                conn.send(("ok", elapsed))
+                conn.send(("ok", timed_turn(step.run)))
         except Exception as err:  # the parent reports it; a worker must not hang the run
             conn.send(("error", f"{type(err).__name__}: {err}"))
 
@@ -332,7 +355,7 @@ def format_report(report: dict) -> str:
     cfg = report["config"]
     lines = [
         f"One gradient step (forward, loss, backward), float32, shortcut on, tanh GELU, {cfg['threads']} threads "
-        f"(CPUs {cfg['cpus']} of {cfg['cpu_count']}, {cfg['cpu_model']}); median of {cfg['repeats']} timed steps; versions "
+        f"(CPUs {cfg['cpus']} of {cfg['cpu_count']}, {cfg['cpu_model']}); median of {cfg['repeats']} turns; versions "
         + ", ".join(f"{k} {v}" for k, v in cfg["versions"].items()),
         "floor: the three matmuls per layer (x W^T, dz W, dz^T x) in NumPy at the same sizes; "
         "floor/step: 1.0 means as fast as the floor",
@@ -408,7 +431,10 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--widths", type=positive_ints, default=DEFAULT_WIDTHS, help="default: 256,1024")
     p.add_argument("--depths", type=positive_ints, default=DEFAULT_DEPTHS, help="default: 8,32")
     p.add_argument(
-        "--repeats", type=positive_int, default=DEFAULT_REPEATS, help="timed steps per size (default: %(default)s)"
+        "--repeats",
+        type=positive_int,
+        default=DEFAULT_REPEATS,
+        help="timed turns per implementation and size (default: %(default)s)",
     )
     p.add_argument(
         "--threads",
