@@ -73,7 +73,7 @@ def gelu_backward(dout: np.ndarray, z: np.ndarray, saved: np.ndarray, form: str)
     g = z Phi(z)  =>  g' = Phi + z Phi'
     tanh:  Phi = 0.5 (1 + t),  t = tanh(u),  u = k (z + c z^3),  k = sqrt(2/pi)
            Phi' = 0.5 (1 - t^2) u' = 2 Phi (1 - Phi) u',   u' = k (1 + 3 c z^2)
-           g' = Phi (1 + 2 z (1 - Phi) u')
+           g' = Phi + 2 z u' Phi (1 - Phi)
     exact: Phi' = phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
     """
     one, half = z.dtype.type(1), z.dtype.type(0.5)
@@ -84,10 +84,12 @@ def gelu_backward(dout: np.ndarray, z: np.ndarray, saved: np.ndarray, form: str)
         dz = z * z  # (...,) z^2
         dz *= z.dtype.type(6) * k * c  # 6 k c z^2
         dz += z.dtype.type(2) * k  # 2 k (1 + 3 c z^2) = 2 u'
-        dz *= z  # 2 z u'
-        dz *= one - phi_cdf  # 2 z u' (1 - Phi)     (one temporary, 1 - Phi)
-        dz += one
-        dz *= phi_cdf  # g' = Phi (1 + 2 z u' (1 - Phi))
+        dz *= one - phi_cdf  # 2 u' (1 - Phi)     (one temporary, 1 - Phi)
+        dz *= phi_cdf  # 2 u' Phi (1 - Phi) = Phi'
+        # z after Phi (1 - Phi): far out, Phi or 1 - Phi is exactly 0 while z u' (~z^3)
+        # overflows float32 above |z| ~ 3e12; multiplying by z last keeps 0 * z, never inf * 0.
+        dz *= z  # z Phi'
+        dz += phi_cdf  # g' = Phi + z Phi'
         dz *= dout  # dz = dout g'
         return dz
     if form == "exact":
