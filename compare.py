@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from common import check, explain, frameworks, numerical, weights
+from common import check, explain, files, frameworks, numerical, weights
 from common.config import (
     BOOK_LAYER_SIZES,
     BOOK_RTOL,
@@ -97,7 +97,7 @@ def resolve(args) -> tuple[Config, list, np.ndarray, np.ndarray, bool]:
             frameworks.check_installed(name)
     sizes = parse_layer_sizes(args.layer_sizes) if args.layer_sizes is not None else None
     if args.save_weights:
-        weights.check_writable(args.save_weights)
+        files.check_output_path(args.save_weights, "--save-weights")
 
     x = target = None
     if args.weights:
@@ -285,7 +285,7 @@ def check_learning_flags(args) -> range | None:
             plots.require_matplotlib(flag)
         else:
             side_by_side.require_pygments(flag)
-        plots.check_output_path(path, flag, suffix)
+        files.check_output_path(path, flag, suffix)
     paths = [os.path.realpath(path) for _, path, _ in outputs]
     if len(set(paths)) < len(paths):
         raise InputError("--plot, --sweep-plot and --side-by-side must name different files")

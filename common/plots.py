@@ -7,13 +7,11 @@ numbers on it can be read back from its lines (tests/test_plots.py does).
 """
 
 import importlib.util
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from common.config import InputError
+from common.files import write_atomically
 
 FIGSIZE_IN = (9.0, 5.5)  # inches; at DPI this is PIXELS
 DPI = 100
@@ -29,35 +27,6 @@ SETTING = {False: "without shortcut", True: "with shortcut"}
 def require_matplotlib(flag: str) -> None:
     if importlib.util.find_spec("matplotlib") is None:
         raise InputError(f'{flag} draws with matplotlib, which is not installed: pip install -e ".[plot]"')
-
-
-def check_output_path(path: str, flag: str, suffix: str) -> None:
-    """Fail before any work if `path` is not a writable FILE{suffix} in an existing folder."""
-    p = Path(path)
-    if p.suffix.lower() != suffix:
-        raise InputError(f"{flag} writes a {suffix} file; give a name ending in {suffix}, got {path!r}")
-    if p.is_dir():
-        raise InputError(f"{flag} {path} is a directory; give a file name")
-    if not p.parent.is_dir():
-        raise InputError(f"{flag} {path}: folder {p.parent} does not exist")
-    if not os.access(p.parent, os.W_OK):
-        raise InputError(f"{flag} {path}: folder {p.parent} is not writable")
-
-
-def write_atomically(path, write) -> None:
-    """write(temporary path) then rename onto `path`: a failed write leaves no file behind."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; the result is an ordinary file
-        os.replace(tmp, path)  # atomic on one file system: readers see the old file or the new one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_png(fig, path) -> None:

@@ -212,7 +212,7 @@ Generated from the source files by <code>python compare.py --side-by-side FILE.h
 
 def write_page(path, root: Path = ROOT) -> None:
     """build_page() written atomically to `path`."""
-    from common.plots import write_atomically
+    from common.files import write_atomically
 
     page = build_page(root)
     write_atomically(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))

@@ -5,14 +5,13 @@ A weights file holds the book's state_dict names in torch's layout,
 `input` (..., sizes[0]) and `target` (broadcastable to the output).
 """
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from common.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
+from common.files import write_atomically
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "book_seed123.safetensors"
 TENSOR_NAME = re.compile(r"layers\.(\d+)\.0\.(weight|bias)")
@@ -124,26 +123,4 @@ def save_weights(path, params, x: np.ndarray, target: np.ndarray) -> None:
         tensors[f"layers.{i}.0.weight"] = np.ascontiguousarray(W)
         tensors[f"layers.{i}.0.bias"] = np.ascontiguousarray(b)
     tensors["input"], tensors["target"] = np.ascontiguousarray(x), np.ascontiguousarray(target)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it an ordinary file's mode
-        os.replace(tmp, path)  # atomic on one file system: readers see the old file or the new one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_writable(path) -> None:
-    """Fail before any work if --save-weights cannot be written."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"--save-weights {path} is a directory; give a file name")
-    if not path.parent.is_dir():
-        raise InputError(f"--save-weights {path}: folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(f"--save-weights {path}: folder {path.parent} is not writable")
+    write_atomically(path, lambda tmp: save_file(tensors, tmp))
