@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default=defaults.dtype, help="default: %(default)s")
     p.add_argument(
         "--frameworks",
-        default=",".join(defaults.frameworks),
+        default=None,
         help=f"comma-separated subset of torch,jax,numpy, and {ORACLE} for finite differences (float64, small networks)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args) -> tuple[Config, list, np.ndarray, np.ndarray, bool]:
     """Check every input before any work; returns (config, params, x, target, is_book)."""
-    names = parse_frameworks(args.frameworks, FRAMEWORKS + (ORACLE,))
+    names = parse_frameworks(args.frameworks or ",".join(Config().frameworks), FRAMEWORKS + (ORACLE,))
     if names == (ORACLE,):
         raise InputError(f"--frameworks {ORACLE} checks an implementation: add torch, jax or numpy")
     for name in names:
@@ -309,7 +309,13 @@ def learn(report: dict, args, config: Config, params, x, target, depths) -> None
             params, x, target, settings=settings, gelu_form=config.gelu, dtype=config.dtype
         )
     if depths is not None:
-        fns = {name: frameworks.load(name) for name in config.frameworks if name in frameworks.REQUIRES}
+        names = [name for name in config.frameworks if name in frameworks.REQUIRES]
+        if args.frameworks is None and len(names) > 1:
+            # JAX compiles every depth anew (1 to 5 s each, growing with depth): a default sweep
+            # of torch and NumPy takes seconds, with JAX minutes. Naming --frameworks brings it back.
+            names.remove("jax")
+            print("sweep: torch and numpy (add --frameworks torch,jax,numpy to sweep JAX too)", file=sys.stderr)
+        fns = {name: frameworks.load(name) for name in names}
         width, d_out = config.layer_sizes[0], config.layer_sizes[-1]
         sweep = explain.sweep_depth(
             fns,
