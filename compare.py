@@ -167,8 +167,8 @@ def run(config: Config, params, x, target, is_book: bool) -> dict:
             "frameworks": {
                 name: {
                     "loss": float(r["loss"]),
-                    "weight_grad_mean_abs": check.mean_abs(r["dW"]),
-                    "bias_grad_mean_abs": check.mean_abs(r["db"]),
+                    "weight_grad_mean_abs": check.layer_means(r["dW"]),
+                    "bias_grad_mean_abs": check.layer_means(r["db"]),
                 }
                 for name, r in {**results, **({ORACLE: oracle} if oracle else {})}.items()
             },

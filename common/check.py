@@ -147,15 +147,20 @@ def odd_one_out(names: list[str], rels: dict, idx: tuple, tol: float) -> str | N
     return None
 
 
-def mean_abs(arrays) -> list[float]:
-    """The book's per-layer figure: mean |g| of each array, as Python floats (full precision)."""
-    return [float(np.mean(np.abs(np.asarray(g, np.float64)))) for g in arrays]
+def mean_abs(a) -> float:
+    """The book's per-layer figure: mean |a| over every element, as a Python float (computed in float64)."""
+    return float(np.mean(np.abs(np.asarray(a, np.float64))))
+
+
+def layer_means(arrays) -> list[float]:
+    """mean_abs of each layer's array, full precision."""
+    return [mean_abs(g) for g in arrays]
 
 
 def book_check(results: dict[str, dict], book_means, rtol: float) -> dict:
     """Each framework's per-layer mean |dL/dW| against the book's printed values."""
     worst = 0.0
     for result in results.values():
-        ours = mean_abs(result["dW"])
+        ours = layer_means(result["dW"])
         worst = max([worst] + [abs(o - e) / abs(e) for o, e in zip(ours, book_means)])
     return {"values": list(book_means), "max_rel_diff": worst, "rtol": rtol, "match": worst <= rtol}

@@ -25,17 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.check import mean_abs
 from common.config import InputError
 
 # --sweep-depth: how deep a network may be asked for (a typo of 6400 for 64 should fail at
 # once, not run for an hour) and the range the depth plot uses when none is given.
 MAX_SWEEP_DEPTH = 256
 DEFAULT_SWEEP = "2:16"
-
-
-def mean_abs(a) -> float:
-    """mean |a| over every element, as a Python float (computed in float64)."""
-    return float(np.mean(np.abs(np.asarray(a, np.float64))))
 
 
 @dataclass(frozen=True)
