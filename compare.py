@@ -161,17 +161,18 @@ def run(config: Config, params, x, target, is_book: bool) -> dict:
         magnitude = numerical.sensitivity(
             grads_fns[floor_name], params, x, target, use_shortcut=use_shortcut, gelu_form=config.gelu
         )
+        means = {
+            name: {
+                "loss": float(r["loss"]),
+                "weight_grad_mean_abs": check.layer_means(r["dW"]),
+                "bias_grad_mean_abs": check.layer_means(r["db"]),
+            }
+            for name, r in results.items()
+        }
         oracle = results.pop(ORACLE, None)  # checked on its own terms below, not pairwise
         entry = {
             "use_shortcut": use_shortcut,
-            "frameworks": {
-                name: {
-                    "loss": float(r["loss"]),
-                    "weight_grad_mean_abs": check.layer_means(r["dW"]),
-                    "bias_grad_mean_abs": check.layer_means(r["db"]),
-                }
-                for name, r in {**results, **({ORACLE: oracle} if oracle else {})}.items()
-            },
+            "frameworks": means,
             **check.compare(results, config.dtype, magnitude),
             "book": None,
         }
@@ -344,10 +345,7 @@ def main(argv=None) -> int:
         depths = check_learning_flags(args)
         if args.save_weights:
             weights.save_weights(args.save_weights, params, x, target)
-    except InputError as err:
-        print(f"compare.py: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
+    except (InputError, OSError) as err:
         print(f"compare.py: error: {err}", file=sys.stderr)
         return 2
     report = run(config, params, x, target, is_book)
