@@ -18,8 +18,10 @@ import sys
 
 import numpy as np
 
-from common import check, explain, files, frameworks, numerical, weights
-from common.config import (
+import impl_numerical as numerical
+from crosscheck import check, oracle, sensitivity
+from plumbing import files, frameworks, weights
+from plumbing.config import (
     BOOK_LAYER_SIZES,
     BOOK_RTOL,
     BOOK_SEED,
@@ -34,6 +36,7 @@ from common.config import (
     parse_frameworks,
     parse_layer_sizes,
 )
+from teaching import explain
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -149,7 +152,7 @@ def run(config: Config, params, x, target, is_book: bool) -> dict:
         name: numerical.loss_and_grads if name == ORACLE else frameworks.load(name) for name in config.frameworks
     }
     # The implementation whose float64 runs measure each element's magnitude (the size of the
-    # terms it is summed from, common.numerical.sensitivity) for the comparison's noise floor:
+    # terms it is summed from, crosscheck.sensitivity.sensitivity) for the comparison's noise floor:
     # NumPy when present, as it needs no compilation.
     floor_name = next(name for name in ("numpy", "torch", "jax") if name in grads_fns)
     runs = []
@@ -158,7 +161,7 @@ def run(config: Config, params, x, target, is_book: bool) -> dict:
             name: fn(params, x, target, use_shortcut=use_shortcut, gelu_form=config.gelu, dtype=config.dtype)
             for name, fn in grads_fns.items()
         }
-        magnitude = numerical.sensitivity(
+        magnitude = sensitivity.sensitivity(
             grads_fns[floor_name], params, x, target, use_shortcut=use_shortcut, gelu_form=config.gelu
         )
         means = {
@@ -169,15 +172,15 @@ def run(config: Config, params, x, target, is_book: bool) -> dict:
             }
             for name, r in results.items()
         }
-        oracle = results.pop(ORACLE, None)  # checked on its own terms below, not pairwise
+        oracle_result = results.pop(ORACLE, None)  # checked on its own terms below, not pairwise
         entry = {
             "use_shortcut": use_shortcut,
             "frameworks": means,
             **check.compare(results, config.dtype, magnitude),
             "book": None,
         }
-        if oracle:
-            entry[ORACLE] = numerical.check(results, oracle, config.dtype)
+        if oracle_result:
+            entry[ORACLE] = oracle.check(results, oracle_result, config.dtype)
             entry["first_mismatch"] = entry["first_mismatch"] or entry[ORACLE]["first_mismatch"]
             entry["agree"] = entry["agree"] and entry[ORACLE]["agree"]
         if is_book:
@@ -208,7 +211,7 @@ def format_report(report: dict) -> str:
     lines = [
         f"Layer sizes {cfg['layer_sizes']}, {source}, input {tuple(cfg['input_shape'])}, {cfg['gelu']} GELU, {cfg['dtype']}",
         f"mean |dL/dW| per layer; 'max rel diff': worst elementwise relative error between any two"
-        f" frameworks over the layer's dW and db (tolerance {tol:g}; see common/check.py)",
+        f" frameworks over the layer's dW and db (tolerance {tol:g}; see crosscheck/check.py)",
     ]
     for r in report["runs"]:
         losses = ", ".join(f"{n} {r['frameworks'][n]['loss']:.9g}" for n in names)
@@ -277,7 +280,7 @@ def oracle_summary(checks: list[dict]) -> str:
 
 def check_learning_flags(args) -> range | None:
     """Check --plot, --sweep-depth, --sweep-plot and --side-by-side before any work; returns the depths."""
-    from common import plots, side_by_side
+    from teaching import plots, side_by_side
 
     flags = {"--plot": (args.plot, ".png"), "--sweep-plot": (args.sweep_plot, ".png")}
     flags["--side-by-side"] = (args.side_by_side, ".html")
@@ -302,7 +305,7 @@ def check_learning_flags(args) -> range | None:
 
 def learn(report: dict, args, config: Config, params, x, target, depths) -> None:
     """Add --explain's and the sweep's figures to the report, and write the pictures and the page."""
-    from common import plots, side_by_side
+    from teaching import plots, side_by_side
 
     if args.explain:
         settings = SHORTCUT_SETTINGS[config.shortcut]

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python benchmarks/bench.py` works as well as `python -m benchmarks.bench`
 
-from common.config import InputError  # noqa: E402
+from plumbing.config import InputError  # noqa: E402
 
 IMPLS = ("torch", "jax", "numpy")
 

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import steps  # noqa: E402
-from common.config import InputError  # noqa: E402
+from plumbing.config import InputError  # noqa: E402
 
 PROFILED = ("forward", "backward", "gelu", "gelu_backward", "mse_loss", "mse_loss_backward")
 WARMUP_STEPS = 2

@@ -3,7 +3,7 @@
 Each fault is one bug that notebooks and layer libraries really ship, applied to one
 implementation by a monkeypatch or a wrapper for the length of a test: the real code
 carries no hooks for it. Each says where the comparison must first see it, in backprop
-order (common.check.tensors), with and without shortcuts: a tensor name, or None where
+order (crosscheck.check.tensors), with and without shortcuts: a tensor name, or None where
 the bug cannot show (there is no identity path without shortcuts).
 
     python tests/faults.py              # the table in docs/faults.md, measured afresh
@@ -22,10 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import impl_jax  # noqa: E402
+import impl_numerical as numerical  # noqa: E402
 import impl_numpy  # noqa: E402
 import impl_torch  # noqa: E402
-from common import check, numerical, weights  # noqa: E402
-from common.config import BOOK_LAYER_SIZES, BOOK_SEED, ORACLE  # noqa: E402
+from crosscheck import (  # noqa: E402
+    check,  # noqa: E402
+    )
+from plumbing import weights  # noqa: E402
+from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, ORACLE  # noqa: E402
 
 BOTH_DTYPES = ("float32", "float64")
 
@@ -295,7 +299,7 @@ def table() -> str:
                 run = {"frameworks": {n: {"weight_grad_mean_abs": check.mean_abs(r["dW"])} for n, r in results.items()}}
                 params, x, target = network()
                 fd = numerical.loss_and_grads(params, x, target, use_shortcut=use_shortcut, gelu_form="tanh")
-                oracle |= not numerical.check({fault.framework: results[fault.framework]}, fd, dtype)["agree"]
+                oracle |= not oracle.check({fault.framework: results[fault.framework]}, fd, dtype)["agree"]
                 caught |= not report["agree"]
                 means |= means_see_it(run, dtype)
                 loose = {k: loose[k] or v for k, v in loose_checks_see_it(results).items()}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import needs
 
-from common.check import TOLERANCE, compare
-from common.weights import default_input, default_target, seeded_params
+from crosscheck.check import TOLERANCE, compare
+from plumbing.weights import default_input, default_target, seeded_params
 
 FRAMEWORKS = ("torch", "jax", "numpy")
 

@@ -10,8 +10,8 @@ from conftest import ROOT, needs
 from safetensors.numpy import save_file
 
 import compare
-from common import frameworks, weights
-from common.config import BOOK_WEIGHT_GRAD_MEANS
+from plumbing import frameworks, weights
+from plumbing.config import BOOK_WEIGHT_GRAD_MEANS
 
 
 def run(argv, capsys):

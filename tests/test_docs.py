@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from conftest import needs
 
-from common import explain, weights
-from common.config import BOOK_LAYER_SIZES, BOOK_SEED
+from plumbing import weights
+from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
+from teaching import explain
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "backprop.md").read_text(encoding="utf-8")
 PARAMS = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)
@@ -139,7 +140,7 @@ def test_named_constants_are_the_codes():
 
 
 def test_every_function_the_page_names_exists():
-    refs = re.findall(r"`((?:impl_\w+|common)\.\w+\.\w+)`", DOC)
+    refs = re.findall(r"`((?:impl_\w+|crosscheck|teaching|plumbing)\.\w+\.\w+)`", DOC)
     assert len(refs) >= 8
     for ref in refs:
         module, name = ref.rsplit(".", 1)

@@ -1,4 +1,4 @@
-"""The gradient-path breakdown (common/explain.py): its figures against NumPy's backward and torch's autograd."""
+"""The gradient-path breakdown (teaching/explain.py): its figures against NumPy's backward and torch's autograd."""
 
 import math
 
@@ -7,8 +7,10 @@ import pytest
 from conftest import needs
 
 import compare
-from common import check, explain, weights
-from common.config import BOOK_LAYER_SIZES, BOOK_SEED, BOOK_WEIGHT_GRAD_MEANS, InputError
+from crosscheck import check
+from plumbing import weights
+from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, BOOK_WEIGHT_GRAD_MEANS, InputError
+from teaching import explain
 
 # float64 throughout the cross-checks: the breakdown repeats NumPy's backward step for
 # step, and torch computes the same sums in a different order, so they agree to about

@@ -17,7 +17,8 @@ from conftest import needs
 from faults import FAULTS, batched_network, book_network, means_see_it, run_frameworks
 
 import compare
-from common import check, numerical, weights
+from crosscheck import check, sensitivity
+from plumbing import weights
 
 CASES = [
     pytest.param(fault, dtype, id=f"{fault.name}-{dtype}-means-{'miss' if fault.means_miss else 'see'}")
@@ -80,14 +81,14 @@ def test_bias_faults_are_invisible_on_one_row(fault):
 @pytest.mark.parametrize("fault", [f for f in FAULTS if "float32" in f.dtypes], ids=lambda f: f.name)
 def test_float32_faults_are_caught_with_the_measured_floor(fault):
     """The property tests floor each float32 element at its measured magnitude
-    (common.numerical.sensitivity); that leniency must not hide any fault."""
+    (crosscheck.sensitivity.sensitivity); that leniency must not hide any fault."""
     network = batched_network if fault.batched else book_network
     params, x, target = network()
     for use_shortcut in (False, True):
         if fault.expected("float32", use_shortcut) is None:
             continue
         # Measured on an unpatched implementation, before the fault goes in.
-        magnitude = numerical.sensitivity(
+        magnitude = sensitivity.sensitivity(
             needs("numpy"), params, x, target, use_shortcut=use_shortcut, gelu_form="tanh"
         )
         names = ("torch", "numpy") + (

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 from conftest import needs
 
-from common.weights import default_input, default_target, seeded_params
+from plumbing.weights import default_input, default_target, seeded_params
 
 
 def book_call(dtype: str):

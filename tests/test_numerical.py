@@ -15,10 +15,12 @@ import pytest
 from conftest import needs
 
 import compare
+import impl_numerical as numerical
 import impl_numpy
 import impl_torch
-from common import numerical, weights
-from common.config import BOOK_LAYER_SIZES, BOOK_SEED
+from crosscheck import oracle
+from plumbing import weights
+from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
 
 SETTINGS = [
     pytest.param(form, shortcut, id=f"{form}-{'shortcut' if shortcut else 'plain'}")
@@ -34,13 +36,11 @@ def book():
 
 def test_the_oracle_shares_no_code_with_the_implementations():
     """Only math, NumPy and the comparison plumbing: no framework, no backward, no impl_*."""
-    tree = ast.parse(inspect.getsource(numerical))
+    tree = ast.parse(inspect.getsource(numerical.model))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported == {"math", "numpy", "common"}
-    assert [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names] == [
-        "check"
-    ]
+    assert imported == {"math", "numpy"}
+    assert not [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
 
 
 @pytest.mark.parametrize("form, use_shortcut", SETTINGS)
@@ -52,7 +52,7 @@ def test_book_network_agreement(form, use_shortcut):
     params, x, target = book()
     analytic = needs("torch")(params, x, target, use_shortcut=use_shortcut, gelu_form=form, dtype="float64")
     fd = numerical.loss_and_grads(params, x, target, use_shortcut=use_shortcut, gelu_form=form)
-    report = numerical.check({"torch": analytic}, fd, "float64")
+    report = oracle.check({"torch": analytic}, fd, "float64")
     assert report["agree"], report["first_mismatch"]
     assert report["max_rel_diff"] < 1e-10
     assert report["max_bound"] < 1e-9  # what differences can claim on each resolved element: 2.6e-10 measured
@@ -92,10 +92,10 @@ def test_oracle_catches_a_bug_all_implementations_share(monkeypatch):
         "torch": impl_torch.loss_and_grads(params, x, target, **kw),
         "numpy": impl_numpy.loss_and_grads(params, x, target, **kw),
     }
-    from common import check
+    from crosscheck import check
 
     assert check.compare(results, "float64")["agree"]
-    report = numerical.check(
+    report = oracle.check(
         results, numerical.loss_and_grads(params, x, target, use_shortcut=True, gelu_form="tanh"), "float64"
     )
     assert not report["agree"] and report["first_mismatch"]["tensor"] == "loss"
@@ -131,5 +131,5 @@ def test_a_nan_gradient_never_agrees_with_the_oracle():
     fd = numerical.loss_and_grads(params, x, target, use_shortcut=True, gelu_form="tanh")
     result = needs("numpy")(params, x, target, use_shortcut=True, gelu_form="tanh", dtype="float64")
     result["dW"][2][0, 0] = np.nan
-    report = numerical.check({"numpy": result}, fd, "float64")
+    report = oracle.check({"numpy": result}, fd, "float64")
     assert not report["agree"] and report["first_mismatch"]["tensor"] == "layers.2.0.weight"

@@ -8,7 +8,7 @@ import pytest
 from conftest import needs
 
 import compare
-from common import explain, plots
+from teaching import explain, plots
 
 pytest.importorskip("matplotlib", reason='the plots need matplotlib: pip install -e ".[plot]"')
 

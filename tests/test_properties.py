@@ -7,9 +7,9 @@ drawn like nn.Linear's, times a scale; input and target uniform). Runs are deran
 and bounded (fixed max_examples, no deadline), so they are the same on every machine and
 a failure prints the example (sizes, shapes, seed) that reproduces it.
 
-The tolerance is compare.py's (common.check.TOLERANCE, with its per-tensor noise floor), and
+The tolerance is compare.py's (crosscheck.check.TOLERANCE, with its per-tensor noise floor), and
 one more floor, per element: NOISE_ULPS ulps of the element's measured magnitude
-(common.numerical.sensitivity), the size of the terms it is summed from. Without it there
+(crosscheck.sensitivity.sensitivity), the size of the terms it is summed from. Without it there
 are false alarms on random networks, and they are rounding, not bugs: over 1000 draws
 (python tests/test_properties.py 500 3; the same with seed 4), compare.py's rule flags
 torch against numpy 12 times in float32 (worst 2.0e-3 relative) and once in float64
@@ -31,8 +31,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import compare
-from common import check, numerical, weights
-from common.config import BOOK_LAYER_SIZES, BOOK_SEED
+import impl_numerical as numerical
+from crosscheck import check, oracle, sensitivity
+from plumbing import weights
+from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
 
 FAST = ("torch", "numpy")  # JAX compiles once per new shape (~1 s): it gets its own, smaller run
 DTYPES = ("float32", "float64")
@@ -93,7 +95,7 @@ def run(names, net: Network, dtype: str) -> dict:
 
 
 def magnitude(net: Network) -> dict:
-    return numerical.sensitivity(
+    return sensitivity.sensitivity(
         needs("numpy"), net.params, net.x, net.target, use_shortcut=net.use_shortcut, gelu_form=net.gelu_form
     )
 
@@ -136,7 +138,7 @@ def test_torch_and_numpy_agree_in_float64(net):
 def test_float64_matches_finite_differences(net):
     results = run(FAST, net, "float64")
     fd = numerical.loss_and_grads(net.params, net.x, net.target, use_shortcut=net.use_shortcut, gelu_form=net.gelu_form)
-    report = numerical.check(results, fd, "float64")
+    report = oracle.check(results, fd, "float64")
     assert report["agree"], report["first_mismatch"]
 
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 import compare
-from common import side_by_side
+from teaching import side_by_side
 
 pytest.importorskip("pygments", reason='the page needs pygments: pip install -e ".[html]"')
 

@@ -16,7 +16,7 @@ import html
 import importlib.util
 from pathlib import Path
 
-from common.config import InputError
+from plumbing.config import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {  # framework: (file, column heading)
@@ -212,7 +212,7 @@ Generated from the source files by <code>python compare.py --side-by-side FILE.h
 
 def write_page(path, root: Path = ROOT) -> None:
     """build_page() written atomically to `path`."""
-    from common.files import write_atomically
+    from plumbing.files import write_atomically
 
     page = build_page(root)
     write_atomically(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))

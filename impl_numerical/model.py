@@ -27,7 +27,7 @@ Every element also gets an error bound, returned as "error", from two parts:
               before and from the best of the three larger steps (Ridders' estimate);
   rounding:   ROUNDING_ULPS * eps * S / h_smallest, S = mean((|out| + |target|)^2).
 An analytic gradient a agrees with the estimate d when |a - d| <= tol |d| + error, tol being
-the run's relative tolerance (common.check.TOLERANCE). An element with |d| <= error cannot
+the run's relative tolerance (crosscheck.check.TOLERANCE). An element with |d| <= error cannot
 be told from 0 by differences; `check` counts those separately and reports how much of
 their bound they use, rather than hiding them behind a blanket absolute tolerance.
 
@@ -39,8 +39,6 @@ copy per perturbed element, and only the layers from the perturbed one on are re
 import math
 
 import numpy as np
-
-from common import check as checking  # tolerances and the relative error: comparison only, no network math
 
 GELU_CUBIC = 0.044715  # the tanh approximation's cubic coefficient (Hendrycks & Gimpel, 2016)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -187,107 +185,3 @@ def rounding(theta: np.ndarray, magnitude: float) -> np.ndarray:
 
     Richardson's weights (4/3 and 1/3 on two differences) are folded into ROUNDING_ULPS."""
     return ROUNDING_ULPS * EPS * magnitude / (STEPS[-1] * np.maximum(1.0, np.abs(theta)))
-
-
-def check(results: dict[str, dict], oracle: dict, dtype: str) -> dict:
-    """Each implementation's result against the finite differences, element by element.
-
-    loss and output: common.check's relative error against the oracle's float64 forward.
-    Gradients: an element agrees when |a - d| <= tol |d| + error (module docstring).
-    Returns "agree"; "resolved" (elements with |d| > error), their worst relative
-    difference "max_rel_diff" and worst bound "max_bound" (error / |d|: what differences
-    can claim there); "unresolved" (|d| <= error: not distinguishable from 0), with
-    "unresolved_max_abs" (their largest |d|) and "unresolved_used" (their largest
-    |a - d| / (tol |d| + error), at most 1 when they agree); and "first_mismatch" in
-    backprop order, with common.check.compare's keys plus "allowed", the difference that
-    element was allowed, relative to |d|.
-    """
-    tol, eps = checking.TOLERANCE[dtype], float(np.finfo(dtype).eps)
-    expected = checking.tensors(oracle)
-    bounds = checking.tensors({"loss": 0.0, "output": 0.0, **oracle["error"]})
-    listed = {name: checking.tensors(result) for name, result in results.items()}
-    stats = {"resolved": 0, "max_rel_diff": 0.0, "max_bound": 0.0}
-    stats.update(unresolved=0, unresolved_max_abs=0.0, unresolved_used=0.0)
-    first = None
-    for k, (tname, layer, d) in enumerate(expected):
-        d, error = np.asarray(d, np.float64), np.asarray(bounds[k][2], np.float64)
-        size, gradient = np.abs(d), tname not in ("loss", "output")
-        resolved = size > error
-        if gradient:  # each element counted once, whatever the number of implementations
-            stats["resolved"] += int(resolved.sum())
-            stats["unresolved"] += int((~resolved).sum())
-            if resolved.any():
-                stats["max_bound"] = max(stats["max_bound"], float((error[resolved] / size[resolved]).max()))
-            if not resolved.all():
-                stats["unresolved_max_abs"] = max(stats["unresolved_max_abs"], float(size[~resolved].max()))
-        for name in results:
-            a = np.asarray(listed[name][k][2], np.float64)
-            if not gradient:  # forward values, not differences: the usual comparison
-                rel = checking.relative_error(a, d, tol, eps)
-                used, allowed = rel / tol, np.full(rel.shape, tol)
-            else:
-                diff = np.abs(a - d)
-                used = diff / (tol * size + error)  # > 1: disagrees (error > 0: it has a rounding part)
-                used[~np.isfinite(a)] = np.inf  # a NaN or inf is never agreement
-                rel = np.divide(diff, size, out=np.where(diff > 0, np.inf, 0.0), where=size > 0)
-                allowed = np.divide(error, size, out=np.full(size.shape, np.inf), where=size > 0) + tol
-                if resolved.any():
-                    stats["max_rel_diff"] = max(stats["max_rel_diff"], float(rel[resolved].max()))
-                if not resolved.all():
-                    stats["unresolved_used"] = max(stats["unresolved_used"], float(used[~resolved].max()))
-            if first is None and used.size and used.max() > 1:
-                idx = np.unravel_index(int(np.argmax(used)), used.shape)
-                first = {
-                    "tensor": tname,
-                    "layer": layer,
-                    "index": [int(i) for i in idx],
-                    "frameworks": [name, "numerical"],
-                    "values": [float(a[idx]), float(d[idx])],
-                    "rel_diff": float(rel[idx]),
-                    "allowed": float(allowed[idx]),
-                    "odd_one_out": name,
-                }
-    return {"agree": first is None, "tolerance": tol, "first_mismatch": first, **stats}
-
-
-# `sensitivity`'s relative nudge to every input: small enough that the gradients move
-# linearly (second-order terms ~1e-18), large enough that float64 rounding (~1e-16 of the
-# terms) is 1e-7 of the move it measures.
-SENSITIVITY_DELTA = 2.0**-30
-
-
-def sensitivity(loss_and_grads, params, x, target, *, use_shortcut: bool, gelu_form: str, draws: int = 4) -> dict:
-    """The size of the terms each element is summed from, measured in float64.
-
-    Every input (each weight, bias, input and target element) is multiplied by
-    (1 + SENSITIVITY_DELTA r), r uniform in [-1, 1], `draws` times with a fixed seed, and each
-    element's largest move is divided by SENSITIVITY_DELTA. An element computed as a sum of terms of size m moves
-    by about m DELTA, however much the terms cancel, so this is the size of the terms it is
-    summed from: the scale its float rounding noise is a few ulps of. Returns a result-like
-    dict, {"loss", "output", "dW", "db", "dx"}, of those magnitudes.
-    """
-    rng = np.random.default_rng(0)  # fixed: the same inputs always get the same floor
-
-    def run(perturb):
-        ps = [(perturb(W), perturb(b)) for W, b in params]
-        return checking.tensors(
-            loss_and_grads(
-                ps, perturb(x), perturb(target), use_shortcut=use_shortcut, gelu_form=gelu_form, dtype="float64"
-            )
-        )
-
-    as64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
-    base = run(as64)
-    moved = [np.zeros(np.shape(t)) for _, _, t in base]
-    for _ in range(draws):
-        shifted = run(lambda a: as64(a) * (1 + SENSITIVITY_DELTA * rng.uniform(-1, 1, np.shape(a))))
-        for m, (_, _, t0), (_, _, t1) in zip(moved, base, shifted):
-            np.maximum(m, np.abs(as64(t1) - as64(t0)) / SENSITIVITY_DELTA, out=m)
-    n = len(params)
-    return {
-        "loss": moved[0],
-        "output": moved[1],
-        "dW": [moved[2 + 2 * (n - 1 - i)] for i in range(n)],
-        "db": [moved[3 + 2 * (n - 1 - i)] for i in range(n)],
-        "dx": moved[-1],
-    }

@@ -3,7 +3,7 @@
 import importlib
 import importlib.util
 
-from common.config import InputError
+from plumbing.config import InputError
 
 # What each implementation imports, and the command that installs it (versions: constraints.txt).
 REQUIRES = {"torch": ("torch",), "jax": ("jax", "flax"), "numpy": ("numpy",)}

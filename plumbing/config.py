@@ -10,7 +10,7 @@ BOOK_SEED = 123  # torch.manual_seed(123) before building the model
 GELU_FORMS = ("tanh", "exact")
 DTYPES = ("float32", "float64")
 FRAMEWORKS = ("torch", "jax", "numpy")
-# The fourth column: finite differences of a float64 forward (common/numerical.py), on request only.
+# The fourth column: finite differences of a float64 forward (impl_numerical/model.py), on request only.
 ORACLE = "numerical"
 SHORTCUT_SETTINGS = {"off": (False,), "on": (True,), "both": (False, True)}
 

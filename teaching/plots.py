@@ -10,8 +10,8 @@ import importlib.util
 
 import numpy as np
 
-from common.config import InputError
-from common.files import write_atomically
+from plumbing.config import InputError
+from plumbing.files import write_atomically
 
 FIGSIZE_IN = (9.0, 5.5)  # inches; at DPI this is PIXELS
 DPI = 100

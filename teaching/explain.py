@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.check import mean_abs
-from common.config import InputError
+from crosscheck.check import mean_abs
+from plumbing.config import InputError
 
 # --sweep-depth: how deep a network may be asked for (a typo of 6400 for 64 should fail at
 # once, not run for an hour) and the range the depth plot uses when none is given.
@@ -218,7 +218,7 @@ def sweep_depth(
     "on": [...]}}}, a value being None where it overflowed to inf or nan (so the JSON stays
     JSON); `progress(text)` is called before each depth.
     """
-    from common import weights
+    from plumbing import weights
 
     x = weights.default_input(width).astype(dtype)  # (1, width)
     target = weights.default_target(d_out).astype(dtype)  # (1, d_out)

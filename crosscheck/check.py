@@ -19,7 +19,7 @@ sign flip, a transposed weight or a wrong GELU form is still caught (tests/test_
 
 Deeper random networks cancel harder: an element can be a sum of terms 20 to 120 times the
 largest element of its tensor (docs/faults.md). So compare.py also passes `magnitude`, each
-element's measured size of the terms it is summed from (common.numerical.sensitivity: how
+element's measured size of the terms it is summed from (crosscheck.sensitivity.sensitivity: how
 far it moves when every input is nudged by 2^-30 relative, in float64), and the floor is
 taken from the larger of the two. All catalogued faults are still caught with it
 (tests/test_faults.py runs them through compare.py).
@@ -49,7 +49,7 @@ def relative_error(a, b, tol: float, eps: float, magnitude=None) -> np.ndarray:
 
     floor = NOISE_ULPS * eps * max|T| / tol: at the floor, an error of NOISE_ULPS ulps of the
     tensor's largest element is exactly the tolerance. With `magnitude` (the element's
-    measured size of the terms it is summed from: common.numerical.sensitivity), the floor is taken
+    measured size of the terms it is summed from: crosscheck.sensitivity.sensitivity), the floor is taken
     per element from max(max|T|, magnitude).
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -82,7 +82,7 @@ def compare(results: dict[str, dict], dtype: str, magnitude: dict | None = None)
     """Compare every pair of implementations on every element of every tensor.
 
     results: {framework name: loss_and_grads(...) result}; magnitude: optional, a
-    `common.numerical.sensitivity(...)` result, to floor each element at its own measured conditioning.
+    `crosscheck.sensitivity.sensitivity(...)` result, to floor each element at its own measured conditioning.
     Returns "max_rel_diff" {tensor name: worst over all pairs}, "layer_max_rel_diff" [per
     layer, weight and bias together], "first_mismatch" (None, or where the first tensor in
     backprop order exceeds the tolerance: tensor, layer, index, frameworks, values, and

@@ -1,1 +1,0 @@
-"""Shared plumbing: configuration, weight and input I/O, comparison and reporting. No network math."""
