@@ -83,15 +83,3 @@ def parse_layer_sizes(text: str) -> tuple[int, ...]:
     if any(s <= 0 for s in sizes):
         raise InputError(f"--layer-sizes must all be positive integers; got {text!r}")
     return sizes
-
-
-def parse_frameworks(text: str, choices=FRAMEWORKS) -> tuple[str, ...]:
-    """'torch,jax' -> ('torch', 'jax'); names from `choices`, no repeats, at least one."""
-    names = tuple(p.strip() for p in text.split(",") if p.strip())
-    unknown = [n for n in names if n not in choices]
-    if not names or unknown:
-        bad = ", ".join(unknown) if unknown else "nothing"
-        raise InputError(f"--frameworks takes a comma-separated subset of {','.join(choices)}; got {bad}")
-    if len(set(names)) != len(names):
-        raise InputError(f"--frameworks names a framework twice: {text!r}")
-    return names

@@ -7,6 +7,7 @@ numbers on it can be read back from its lines (tests/test_plots.py does).
 """
 
 import importlib.util
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,50 +53,50 @@ def dodge(names) -> dict[str, float]:
     return {name: (k - (len(names) - 1) / 2) * DODGE_STEP for k, name in enumerate(names)}
 
 
-def layer_gradients_figure(report: dict):
-    """compare.run's report as a plot: mean |dL/dW| per layer on a log axis.
+@dataclass(frozen=True)
+class LayerSeries:
+    """One line of the per-layer plot: a framework's (or the book's) mean |dL/dW| per layer."""
+
+    name: str  # a framework, or "book" for the book's printed values (drawn as crosses)
+    use_shortcut: bool
+    values: list[float]  # one per layer, layer 0 first
+
+
+def layer_gradients_figure(series: list[LayerSeries], *, layer_sizes, gelu_form: str, dtype: str):
+    """Mean |dL/dW| per layer on a log axis.
 
     One colour per shortcut setting, one marker per framework, and the book's printed
-    values as crosses where the configuration is the book's; layer i's points sit at
-    i + dodge(series)[name], series being the frameworks then "book". Line labels are
-    "{framework} {without|with} shortcut" and "book {without|with} shortcut".
+    values as crosses; layer i's points sit at i + dodge(names)[name], so that series that
+    agree stay visible side by side. Line labels are "{name} {without|with} shortcut".
     """
-    cfg = report["config"]
     fig, ax = _figure()
-    offsets = dodge(list(report["runs"][0]["frameworks"]) + (["book"] if report["runs"][0]["book"] else []))
-    for run in report["runs"]:
-        color, setting = COLORS[run["use_shortcut"]], SETTING[run["use_shortcut"]]
-        for name, fw in run["frameworks"].items():
-            marker, size = MARKERS.get(name, ("D", 6))
+    offsets = dodge(list(dict.fromkeys(s.name for s in series)))
+    for s in series:
+        color, label, xs = COLORS[s.use_shortcut], f"{s.name} {SETTING[s.use_shortcut]}", np.arange(len(s.values))
+        if s.name == "book":
             ax.plot(
-                np.arange(len(fw["weight_grad_mean_abs"])) + offsets[name],
-                _loggable(fw["weight_grad_mean_abs"]),
-                marker=marker,
-                markersize=size,
-                fillstyle="none",
-                linestyle="-",
-                linewidth=0.8,
-                color=color,
-                label=f"{name} {setting}",
+                xs + offsets[s.name], s.values, marker="x", markersize=9, linestyle="none", color="black", label=label
             )
-        if run["book"]:
-            ax.plot(
-                np.arange(len(run["book"]["values"])) + offsets["book"],
-                run["book"]["values"],
-                marker="x",
-                markersize=9,
-                linestyle="none",
-                color="black",
-                label=f"book {setting}",
-            )
+            continue
+        marker, size = MARKERS.get(s.name, ("D", 6))
+        ax.plot(
+            xs + offsets[s.name],
+            _loggable(s.values),
+            marker=marker,
+            markersize=size,
+            fillstyle="none",
+            linestyle="-",
+            linewidth=0.8,
+            color=color,
+            label=label,
+        )
+    n_layers = len(layer_sizes) - 1
     ax.set_yscale("log")
-    ax.set_xticks(range(len(cfg["layer_sizes"]) - 1))
-    ax.set_xticklabels([f"layers.{i}" for i in range(len(cfg["layer_sizes"]) - 1)])
+    ax.set_xticks(range(n_layers))
+    ax.set_xticklabels([f"layers.{i}" for i in range(n_layers)])
     ax.set_xlabel("layer (0 is next to the input)")
     ax.set_ylabel("mean |dL/dW|  (log scale)")
-    ax.set_title(
-        f"Per-layer weight gradient, layer sizes {cfg['layer_sizes']}, {cfg['gelu']} GELU, {cfg['dtype']}", fontsize=11
-    )
+    ax.set_title(f"Per-layer weight gradient, layer sizes {list(layer_sizes)}, {gelu_form} GELU, {dtype}", fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="center", ncol=2, fontsize=9)  # in the empty band between the two settings
     return fig

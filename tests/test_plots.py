@@ -1,6 +1,7 @@
 """The pictures: real PNGs of the promised size, carrying exactly the computed numbers; every bad flag exits 2."""
 
 import importlib.util
+import json
 import struct
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from conftest import needs
 
 import compare
-from teaching import explain, plots
+from teaching import explain, outputs, plots
 
 pytest.importorskip("matplotlib", reason='the plots need matplotlib: pip install -e ".[plot]"')
 
@@ -45,8 +46,11 @@ def test_layer_plot_is_a_png_of_the_promised_size_with_the_reported_numbers(tmp_
     assert png_size(path) == plots.PIXELS
     assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed, not left behind
 
-    report = compare.run(*compare.resolve(compare.build_parser().parse_args(["--frameworks", "numpy,torch"])))
-    lines = lines_by_label(plots.layer_gradients_figure(report))
+    report = json.loads(run(["--frameworks", "numpy,torch", "--json"], capsys)[1])
+    figure = plots.layer_gradients_figure(
+        outputs.layer_series(report), layer_sizes=(3,) * 5 + (1,), gelu_form="tanh", dtype="float32"
+    )
+    lines = lines_by_label(figure)
     offsets = plots.dodge(["numpy", "torch", "book"])
     assert offsets["numpy"] < offsets["torch"] < offsets["book"] and offsets["torch"] == 0  # centred
     for r in report["runs"]:

@@ -1,0 +1,82 @@
+"""The cross-check's report as text: the per-layer table and the one-line verdict."""
+
+from plumbing.config import BOOK_RTOL, ORACLE
+
+
+def format_report(report: dict) -> str:
+    """The table compare.py prints: per layer, each framework's mean |dL/dW| and the worst elementwise difference."""
+    cfg = report["config"]
+    source = f"weights {cfg['weights']}" if cfg["weights"] else f"seed {cfg['seed']}"
+    names = cfg["frameworks"]
+    tol = report["runs"][0]["tolerance"]
+    lines = [
+        f"Layer sizes {cfg['layer_sizes']}, {source}, input {tuple(cfg['input_shape'])}, {cfg['gelu']} GELU, {cfg['dtype']}",
+        f"mean |dL/dW| per layer; 'max rel diff': worst elementwise relative error between any two"
+        f" frameworks over the layer's dW and db (tolerance {tol:g}; see crosscheck/check.py)",
+    ]
+    for r in report["runs"]:
+        losses = ", ".join(f"{n} {r['frameworks'][n]['loss']:.9g}" for n in names)
+        lines += ["", f"{'With' if r['use_shortcut'] else 'Without'} shortcut (loss: {losses})"]
+        header = f"{'layer':<18}" + "".join(f"{n:>15}" for n in names)
+        header += f"{'book':>15}" if r["book"] else ""
+        lines.append(header + f"{'max rel diff':>14}")
+        for i, diff in enumerate(r["layer_max_rel_diff"]):
+            row = f"{f'layers.{i}.0.weight':<18}" + "".join(
+                f"{r['frameworks'][n]['weight_grad_mean_abs'][i]:>15.7e}" for n in names
+            )
+            row += f"{r['book']['values'][i]:>15.7e}" if r["book"] else ""
+            lines.append(row + f"{diff:>14.1e}")
+    lines += ["", verdict(report)]
+    return "\n".join(lines)
+
+
+def verdict(report: dict) -> str:
+    """One line: the first element to differ in backprop order, or what agreed and by how much."""
+    cfg, runs = report["config"], report["runs"]
+    names, tol = cfg["frameworks"], runs[0]["tolerance"]
+    for r in runs:
+        if m := r["first_mismatch"]:
+            where = f"{m['tensor']}[{', '.join(map(str, m['index']))}]"
+            setting = "with" if r["use_shortcut"] else "without"
+            return (
+                f"DISAGREE: {where} {setting} shortcut is the first to differ in backprop order: "
+                f"{m['frameworks'][0]} {m['values'][0]:.9g} vs {m['frameworks'][1]} {m['values'][1]:.9g} "
+                f"(rel diff {m['rel_diff']:.2e} > {m.get('allowed', tol):.2g}, {cfg['dtype']})"
+                + (f"; {m['odd_one_out']} is the odd one out" if m.get("odd_one_out") else "")
+            )
+    for r in runs:
+        if r["book"] and not r["book"]["match"]:
+            return f"DISAGREE WITH THE BOOK: mean |dL/dW| off by {r['book']['max_rel_diff']:.2e} relative (> {BOOK_RTOL:g})"
+    compared = [name for name in names if name != ORACLE]  # the implementations compared pairwise
+    if len(compared) > 1:
+        worst = max(max(r["max_rel_diff"].values()) for r in runs)
+        parts = [
+            f"AGREE: {', '.join(compared)} match on every element of the loss, output, every dW and db, and the "
+            f"input gradient (worst rel diff {worst:.1e} <= {tol:g}, {cfg['dtype']})"
+        ]
+    elif ORACLE in names:
+        parts = [f"AGREE: {compared[0]} against finite differences"]
+    else:
+        parts = [f"ONLY {compared[0]}: nothing to compare it with"]
+    if ORACLE in names:
+        parts.append(oracle_summary([r[ORACLE] for r in runs]))
+    books = [r["book"]["max_rel_diff"] for r in runs if r["book"]]
+    if books:
+        parts.append(f"mean |dL/dW| matches the book within {max(books):.1e} (<= {BOOK_RTOL:g})")
+    return "; ".join(parts)
+
+
+def oracle_summary(checks: list[dict]) -> str:
+    """One sentence on the finite differences' agreement, over every shortcut setting."""
+    resolved, unresolved = sum(c["resolved"] for c in checks), sum(c["unresolved"] for c in checks)
+    text = (
+        f"{ORACLE}: finite differences agree within {max(c['max_rel_diff'] for c in checks):.1e} relative "
+        f"on {resolved} elements (their error bounds <= {max(c['max_bound'] for c in checks):.1e} relative)"
+    )
+    if unresolved:
+        text += (
+            f"; {unresolved} more are no bigger than their bound (largest |d|"
+            f" {max(c['unresolved_max_abs'] for c in checks):.2g}), so differences cannot tell them from 0:"
+            " they are within it"
+        )
+    return text

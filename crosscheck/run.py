@@ -1,0 +1,55 @@
+"""One cross-check run: every implementation on every shortcut setting, compared element by element."""
+
+from crosscheck import check, oracle, sensitivity
+from plumbing import frameworks
+from plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS, ORACLE, SHORTCUT_SETTINGS
+from plumbing.inputs import Inputs
+
+# The implementation whose float64 runs measure each element's magnitude for the comparison's
+# noise floor (crosscheck.sensitivity): the first of these that the run has.
+FLOOR_ORDER = ("numpy", "numpy-fast", "torch", "jax")
+
+
+def run(inputs: Inputs) -> dict:
+    """Every framework on every shortcut setting; returns the report that --json prints."""
+    config, params, x, target = inputs.config, inputs.params, inputs.x, inputs.target
+    fns = {name: frameworks.load(name) for name in config.frameworks}
+    floor_name = next(name for name in FLOOR_ORDER + tuple(fns) if name in fns and name != ORACLE)
+    runs = []
+    for use_shortcut in SHORTCUT_SETTINGS[config.shortcut]:
+        kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu}
+        results = {name: fn(params, x, target, **kw, dtype=config.dtype) for name, fn in fns.items()}
+        magnitude = sensitivity.sensitivity(fns[floor_name], params, x, target, **kw)
+        means = {
+            name: {
+                "loss": float(r["loss"]),
+                "weight_grad_mean_abs": check.layer_means(r["dW"]),
+                "bias_grad_mean_abs": check.layer_means(r["db"]),
+            }
+            for name, r in results.items()
+        }
+        oracle_result = results.pop(ORACLE, None)  # checked on its own terms below, not pairwise
+        entry = {"use_shortcut": use_shortcut, "frameworks": means, **check.compare(results, config.dtype, magnitude)}
+        entry["book"] = None
+        if oracle_result:
+            entry[ORACLE] = oracle.check(results, oracle_result, config.dtype)
+            entry["first_mismatch"] = entry["first_mismatch"] or entry[ORACLE]["first_mismatch"]
+            entry["agree"] = entry["agree"] and entry[ORACLE]["agree"]
+        if inputs.is_book:
+            book_means = BOOK_WEIGHT_GRAD_MEANS[(config.gelu, use_shortcut)]
+            entry["book"] = check.book_check(results, book_means, BOOK_RTOL)
+        runs.append(entry)
+    return {
+        "agree": all(r["agree"] and (r["book"] is None or r["book"]["match"]) for r in runs),
+        "config": {
+            "layer_sizes": list(config.layer_sizes),
+            "weights": config.weights,
+            "seed": None if config.weights else config.seed,
+            "gelu": config.gelu,
+            "dtype": config.dtype,
+            "frameworks": list(config.frameworks),
+            "input_shape": list(x.shape),
+            "book_configuration": inputs.is_book,
+        },
+        "runs": runs,
+    }

@@ -1,0 +1,83 @@
+"""Everything a run needs, checked before any work: the configuration, weights, input and target."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import impl_numerical
+from plumbing import files, frameworks, weights
+from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, ORACLE, Config, InputError
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """One run's configuration and arrays, every array already in the run's dtype."""
+
+    config: Config
+    params: list  # [(W (d_out, d_in), b (d_out,)), ...]
+    x: np.ndarray  # (..., sizes[0])
+    target: np.ndarray  # broadcastable to (..., sizes[-1])
+    is_book: bool  # the book's weights, input and target in float32: its printed numbers apply
+
+
+def resolve(
+    *,
+    frameworks_text: str | None,
+    layer_sizes: tuple[int, ...] | None,
+    seed: int,
+    weights_file: str | None,
+    save_weights: str | None,
+    shortcut: str,
+    gelu: str,
+    dtype: str,
+) -> Inputs:
+    """Check every input before any work; raises InputError with one line for the first bad one."""
+    names = frameworks.parse(frameworks_text or ",".join(Config().frameworks))
+    if names == (ORACLE,):
+        raise InputError(f"--frameworks {ORACLE} checks an implementation: add torch, jax or numpy")
+    if save_weights:
+        files.check_output_path(save_weights, "--save-weights")
+
+    x = target = None
+    if weights_file:
+        params, x, target = weights.load_weights(weights_file)
+        file_sizes = (params[0][0].shape[1],) + tuple(W.shape[0] for W, _ in params)
+        if layer_sizes is not None and layer_sizes != file_sizes:
+            raise InputError(
+                f"--layer-sizes {','.join(map(str, layer_sizes))} disagrees with {weights_file}, "
+                f"which has {','.join(map(str, file_sizes))}"
+            )
+        layer_sizes = file_sizes
+    else:
+        layer_sizes = layer_sizes or BOOK_LAYER_SIZES
+        params = weights.seeded_params(layer_sizes, seed)
+    x = weights.default_input(layer_sizes[0]) if x is None else x
+    weights.check_input(x, layer_sizes)
+    target = weights.default_target(layer_sizes[-1]) if target is None else target
+    weights.check_target(target, x.shape[:-1] + (layer_sizes[-1],))
+    elements = sum(W.size + b.size for W, b in params) + x.size
+    if ORACLE in names and elements > impl_numerical.MAX_ELEMENTS:
+        raise InputError(
+            f"--frameworks {ORACLE} runs eight forward passes per weight, bias and input element; this network has "
+            f"{elements:,}, more than {impl_numerical.MAX_ELEMENTS:,}: leave {ORACLE} out or use a smaller network"
+        )
+
+    np_dtype = np.dtype(dtype)
+    params = [(W.astype(np_dtype), b.astype(np_dtype)) for W, b in params]  # upcast (or round) once, here
+    x, target = x.astype(np_dtype), target.astype(np_dtype)
+    config = Config(layer_sizes, seed, shortcut, gelu, dtype, names, weights_file)
+    return Inputs(config, params, x, target, is_book_configuration(config, params, x, target))
+
+
+def is_book_configuration(config: Config, params, x, target) -> bool:
+    """The book's numbers apply: its sizes, weights, input and target, in float32."""
+    if config.layer_sizes != BOOK_LAYER_SIZES or config.dtype != "float32":
+        return False
+    book_params = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)
+    same_weights = all(np.array_equal(W, bW) and np.array_equal(b, bb) for (W, b), (bW, bb) in zip(params, book_params))
+    d_in, d_out = BOOK_LAYER_SIZES[0], BOOK_LAYER_SIZES[-1]
+    return (
+        same_weights
+        and np.array_equal(x, weights.default_input(d_in))
+        and np.array_equal(np.broadcast_to(target, (1, d_out)), weights.default_target(d_out))
+    )
