@@ -12,7 +12,6 @@ where the configuration is the book's), 1 when anything disagrees, 2 for bad inp
 """
 
 import argparse
-import json
 import sys
 
 from crosscheck import report as reporting
@@ -98,7 +97,7 @@ def main(argv=None) -> int:
         print(f"compare.py: error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(reporting.to_json(report))
     else:
         print(reporting.format_report(report) + outputs.format_learning(report))
     return 0 if report["agree"] else 1

@@ -1,4 +1,7 @@
-"""The cross-check's report as text: the per-layer table and the one-line verdict."""
+"""The cross-check's report as text: the per-layer table, the one-line verdict, and strict JSON."""
+
+import json
+import math
 
 from plumbing.config import BOOK_RTOL, ORACLE
 
@@ -34,6 +37,16 @@ def verdict(report: dict) -> str:
     """One line: the first element to differ in backprop order, or what agreed and by how much."""
     cfg, runs = report["config"], report["runs"]
     names, tol = cfg["frameworks"], runs[0]["tolerance"]
+    for r in runs:
+        if o := r.get("overflow"):
+            setting = "with" if r["use_shortcut"] else "without"
+            advice = (
+                "try --dtype float64" if cfg["dtype"] == "float32" else "use smaller weights, inputs or fewer layers"
+            )
+            return (
+                f"OVERFLOW: {o['tensor']} {setting} shortcut is inf or NaN in {', '.join(o['frameworks'])}: "
+                f"the values outgrow {cfg['dtype']}, so nothing can be compared; {advice}"
+            )
     for r in runs:
         if m := r["first_mismatch"]:
             where = f"{m['tensor']}[{', '.join(map(str, m['index']))}]"
@@ -80,3 +93,18 @@ def oracle_summary(checks: list[dict]) -> str:
             " they are within it"
         )
     return text
+
+
+def to_json(report: dict) -> str:
+    """The report as strict JSON: a value that overflowed (inf, -inf, NaN) is written as null."""
+
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(report), indent=2, allow_nan=False)

@@ -1,5 +1,9 @@
 """One cross-check run: every implementation on every shortcut setting, compared element by element."""
 
+import warnings
+
+import numpy as np
+
 from crosscheck import check, oracle, sensitivity
 from plumbing import frameworks
 from plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS, ORACLE, SHORTCUT_SETTINGS
@@ -11,7 +15,17 @@ FLOOR_ORDER = ("numpy", "numpy-fast", "torch", "jax")
 
 
 def run(inputs: Inputs) -> dict:
-    """Every framework on every shortcut setting; returns the report that --json prints."""
+    """Every framework on every shortcut setting; returns the report that --json prints.
+
+    Overflow is a result, not a warning: the implementations run with floating-point warnings
+    silenced, and a tensor that came out inf or NaN is named in the run's "overflow" entry.
+    """
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _run(inputs)
+
+
+def _run(inputs: Inputs) -> dict:
     config, params, x, target = inputs.config, inputs.params, inputs.x, inputs.target
     fns = {name: frameworks.load(name) for name in config.frameworks}
     floor_name = next(name for name in FLOOR_ORDER + tuple(fns) if name in fns and name != ORACLE)
@@ -28,9 +42,11 @@ def run(inputs: Inputs) -> dict:
             }
             for name, r in results.items()
         }
+        overflow = first_overflow(results)
         oracle_result = results.pop(ORACLE, None)  # checked on its own terms below, not pairwise
         entry = {"use_shortcut": use_shortcut, "frameworks": means, **check.compare(results, config.dtype, magnitude)}
-        entry["book"] = None
+        entry["book"], entry["overflow"] = None, overflow
+        entry["agree"] = entry["agree"] and overflow is None
         if oracle_result:
             entry[ORACLE] = oracle.check(results, oracle_result, config.dtype)
             entry["first_mismatch"] = entry["first_mismatch"] or entry[ORACLE]["first_mismatch"]
@@ -53,3 +69,15 @@ def run(inputs: Inputs) -> dict:
         },
         "runs": runs,
     }
+
+
+def first_overflow(results: dict) -> dict | None:
+    """The first tensor in backprop order that is inf or NaN in some implementation, and which ones, or None."""
+    listed = {name: check.tensors(result) for name, result in results.items()}
+    for k, (tname, _, _) in enumerate(next(iter(listed.values()))):
+        broken = [
+            name for name, items in listed.items() if not np.all(np.isfinite(np.asarray(items[k][2], np.float64)))
+        ]
+        if broken:
+            return {"tensor": tname, "frameworks": broken}
+    return None

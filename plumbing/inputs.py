@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import impl_numerical
-from plumbing import files, frameworks, weights
+from plumbing import files, frameworks, resources, weights
 from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, ORACLE, Config, InputError
 
 
@@ -37,6 +37,9 @@ def resolve(
         raise InputError(f"--frameworks {ORACLE} checks an implementation: add torch, jax or numpy")
     if save_weights:
         files.check_output_path(save_weights, "--save-weights")
+    resources.check_seed(seed)
+    if layer_sizes is not None:
+        resources.check_sizes(layer_sizes)
 
     x = target = None
     if weights_file:
@@ -48,13 +51,20 @@ def resolve(
                 f"which has {','.join(map(str, file_sizes))}"
             )
         layer_sizes = file_sizes
+        resources.check_memory(layer_sizes, rows(x), dtype)
     else:
         layer_sizes = layer_sizes or BOOK_LAYER_SIZES
+        resources.check_memory(layer_sizes, 1, dtype)  # before the weights are drawn
         params = weights.seeded_params(layer_sizes, seed)
     x = weights.default_input(layer_sizes[0]) if x is None else x
     weights.check_input(x, layer_sizes)
     target = weights.default_target(layer_sizes[-1]) if target is None else target
     weights.check_target(target, x.shape[:-1] + (layer_sizes[-1],))
+    for i, (W, b) in enumerate(params):
+        resources.check_values(f"layers.{i}.0.weight", W, dtype)
+        resources.check_values(f"layers.{i}.0.bias", b, dtype)
+    resources.check_values("input", x, dtype)
+    resources.check_values("target", target, dtype)
     elements = sum(W.size + b.size for W, b in params) + x.size
     if ORACLE in names and elements > impl_numerical.MAX_ELEMENTS:
         raise InputError(
@@ -67,6 +77,11 @@ def resolve(
     x, target = x.astype(np_dtype), target.astype(np_dtype)
     config = Config(layer_sizes, seed, shortcut, gelu, dtype, names, weights_file)
     return Inputs(config, params, x, target, is_book_configuration(config, params, x, target))
+
+
+def rows(x) -> int:
+    """The number of input rows: the product of the leading dimensions (1 when there are none)."""
+    return int(np.prod(np.shape(x)[:-1], dtype=np.int64)) if x is not None else 1
 
 
 def is_book_configuration(config: Config, params, x, target) -> bool:

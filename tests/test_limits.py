@@ -1,0 +1,74 @@
+"""Limits checked before any work (ranges, empty batches, dtype range, memory) and overflow reported as a verdict."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import needs
+from safetensors.numpy import save_file
+
+import compare
+from plumbing import resources, weights
+
+
+@pytest.fixture(autouse=True)
+def frameworks_present():
+    needs("numpy"), needs("torch")
+
+
+def book_file(path, **replace):
+    params = weights.seeded_params((3, 3, 3, 3, 3, 1), 123)
+    tensors = {f"layers.{i}.0.{k}": a for i, (W, b) in enumerate(params) for k, a in (("weight", W), ("bias", b))}
+    tensors |= {"input": np.array([[1.0, 0.0, -1.0]], np.float32), "target": np.zeros((1, 1), np.float32)}
+    save_file(tensors | replace, path)
+    return str(path)
+
+
+REFUSED = {
+    "seed-past-64-bits": (["--seed", str(2**64)], "--seed must be between 0 and 2**64 - 1"),
+    "negative-seed": (["--seed", "-1"], "--seed must be between 0 and 2**64 - 1"),
+    "size-past-64-bits": (["--layer-sizes", f"3,{2**70},1"], "larger than the largest layer size supported"),
+    "too-big-for-memory": (["--layer-sizes", "100000,100000,1"], "GiB available: use a smaller network or batch"),
+}
+
+
+@pytest.mark.parametrize("argv, message", REFUSED.values(), ids=REFUSED.keys())
+def test_out_of_range_is_refused_before_any_work(argv, message, capsys):
+    assert compare.main(argv + ["--frameworks", "numpy"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err
+
+
+def test_empty_batch_is_refused(tmp_path, capsys):
+    path = book_file(
+        tmp_path / "w.safetensors", input=np.zeros((0, 3), np.float32), target=np.zeros((0, 1), np.float32)
+    )
+    assert compare.main(["--weights", path, "--frameworks", "numpy"]) == 2
+    assert "input has shape (0, 3): an empty batch" in capsys.readouterr().err
+
+
+def test_a_value_past_float32s_range_is_refused_in_float32_only(tmp_path, capsys):
+    path = book_file(tmp_path / "w.safetensors", target=np.array([[1e300]]))
+    assert compare.main(["--weights", path, "--frameworks", "numpy"]) == 2
+    assert "target holds 1e+300, beyond float32's largest value" in capsys.readouterr().err
+    assert compare.main(["--weights", path, "--frameworks", "numpy", "--dtype", "float64", "--shortcut", "on"]) == 1
+    assert "OVERFLOW" in capsys.readouterr().out  # (1e300)^2 overflows float64 in the loss
+
+
+def test_overflow_is_a_verdict_with_advice_and_no_warning(tmp_path, capsys):
+    path = book_file(tmp_path / "w.safetensors", target=np.array([[3e38]], np.float32))
+    assert compare.main(["--weights", path, "--frameworks", "torch,numpy"]) == 1
+    out, err = capsys.readouterr()
+    assert err == ""  # no RuntimeWarning with a source line
+    assert out.strip().splitlines()[-1].startswith("OVERFLOW: loss without shortcut is inf or NaN in torch, numpy")
+    assert "try --dtype float64" in out
+    assert compare.main(["--weights", path, "--frameworks", "torch,numpy", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)  # strict JSON: overflowed values are null
+    assert report["runs"][0]["overflow"] == {"tensor": "loss", "frameworks": ["torch", "numpy"]}
+    assert report["runs"][0]["frameworks"]["numpy"]["loss"] is None
+
+
+def test_the_memory_estimate_grows_with_rows_and_widths():
+    small = resources.bytes_needed((3, 3, 1), 1, 4)
+    assert resources.bytes_needed((3, 3, 1), 1000, 4) > small
+    assert resources.bytes_needed((300, 300, 1), 1, 4) > small
