@@ -1,29 +1,8 @@
-"""The book's ExampleDeepNeuralNetwork with a hand-written backward pass, in NumPy.
+"""The book's ExampleDeepNeuralNetwork in NumPy; gradients by a backward pass written by hand.
 
-No autograd of any kind: `forward` keeps an explicit cache and `backward` walks it
-in reverse, one line per step, each beside the local rule it applies. Notation:
-`dname` is dL/d(name) and has the shape of `name`; `...` is any number of leading
-batch dimensions; N is the number of elements of the output.
-
-Forward, layer i (x has shape (..., d_in), W (d_out, d_in), b (d_out,)):
-
-    z = x @ W.T + b                     (..., d_out)
-    a = gelu(z) = z Phi(z)              (..., d_out)
-    y = x + a  if shortcut and shapes match, else  y = a
-
-Phi is the standard normal CDF (form "exact") or its tanh approximation (form "tanh");
-either way the forward keeps Phi(z) for the backward.
-
-Backward, the same steps in reverse (rows summed over the leading dimensions):
-
-    dz = dy * gelu'(z),   gelu'(z) = Phi(z) + z Phi'(z)
-    dW = dz^T x      db = sum(dz)      dx = dz @ W   (+ dy through the identity path)
-
-The identity path is the "1" in dy/dx = 1 + da/dx: whatever the layer does to the
-gradient, dy reaches x unchanged.
-
-Speed: an elementwise NumPy operation is one pass over memory and, unless told `out=`,
-one new array. Where a line below works in place, it says why; the math is unchanged.
+Each backward sits under its forward and runs its steps in reverse, one line per rule, the
+rule beside it. `dname` is dL/d(name), with the shape of `name`; `...` is any number of
+leading batch dimensions. impl_numpy/fast.py is the same step written for speed.
 """
 
 import math
@@ -31,90 +10,89 @@ import math
 import numpy as np
 
 GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gimpel, 2016)
-SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # Python float (double): cast to the dtype at use
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # Python floats (double): cast to x's dtype at use
 SQRT_1_OVER_2 = math.sqrt(0.5)
-SQRT_1_OVER_2PI = math.sqrt(0.5 / math.pi)  # the standard normal density's 1/sqrt(2 pi)
-
-# NumPy has no erf ufunc; math.erf is the C library's, applied element by element in
-# double and rounded to the computation's dtype. Only the exact form pays for it.
-_erf = np.vectorize(math.erf, otypes=[np.float64])
+SQRT_1_OVER_2PI = math.sqrt(0.5 / math.pi)  # the normal density's 1 / sqrt(2 pi)
+_erf = np.vectorize(math.erf, otypes=[np.float64])  # NumPy has no erf ufunc: the C library's, in double
 
 
-def gelu(z: np.ndarray, form: str) -> tuple[np.ndarray, np.ndarray]:
-    """GELU of z, (...,) -> (...,), with Phi(z), which its derivative reuses.
+def gelu(x: np.ndarray, form: str) -> np.ndarray:
+    """GELU of x, (...,) -> (...,), in x's dtype, written out as the book does.
 
-    form "tanh": 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), the book's formula,
-         = z Phi(z) with Phi(z) ~ 0.5 (1 + tanh(u)),  u = sqrt(2/pi) (z + 0.044715 z^3).
-    form "exact": z Phi(z) = 0.5 z (1 + erf(z / sqrt(2))), torch.nn.GELU()'s default.
-    Constants are cast to z's dtype, so float32 stays float32 and float64 is float64.
+    form "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the book's formula.
+    form "exact": 0.5 x (1 + erf(x / sqrt(2))), what torch.nn.GELU() computes by default.
     """
-    one, half = z.dtype.type(1), z.dtype.type(0.5)
+    k, c, s = (x.dtype.type(v) for v in (SQRT_2_OVER_PI, GELU_CUBIC, SQRT_1_OVER_2))
     if form == "tanh":
-        k, c = z.dtype.type(SQRT_2_OVER_PI), z.dtype.type(GELU_CUBIC)
-        # u = k (z + c z^3) = z (k + k c z^2), built up in one buffer: in place, each line is one
-        # pass over memory and no new array. z * z, not z**3: NumPy's ** 3 calls pow() per element.
-        phi_cdf = z * z  # (...,) z^2
-        phi_cdf *= k * c  # k c z^2
-        phi_cdf += k  # k + k c z^2
-        phi_cdf *= z  # u
-        np.tanh(phi_cdf, out=phi_cdf)  # t = tanh(u), in place: u is not needed again
-        phi_cdf *= half
-        phi_cdf += half  # Phi(z) ~ 0.5 (1 + t)
-        return z * phi_cdf, phi_cdf
+        return 0.5 * x * (1.0 + np.tanh(k * (x + c * x**3)))
     if form == "exact":
-        phi_cdf = half * (one + _erf(z * z.dtype.type(SQRT_1_OVER_2)).astype(z.dtype))  # (...,)
-        return z * phi_cdf, phi_cdf
+        return 0.5 * x * (1.0 + _erf(x * s).astype(x.dtype))
     raise ValueError(f"unknown GELU form {form!r}: use 'tanh' or 'exact'")
 
 
-def gelu_backward(dout: np.ndarray, z: np.ndarray, saved: np.ndarray, form: str) -> np.ndarray:
-    """dL/dz given dout = dL/d(gelu(z)), all (...,); `saved` is gelu's Phi(z).
-
-    g = z Phi(z)  =>  g' = Phi + z Phi'
-    tanh:  Phi = 0.5 (1 + t),  t = tanh(u),  u = k (z + c z^3),  k = sqrt(2/pi)
-           Phi' = 0.5 (1 - t^2) u' = 2 Phi (1 - Phi) u',   u' = k (1 + 3 c z^2)
-           g' = Phi + 2 z u' Phi (1 - Phi)
-    exact: Phi' = phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
+def gelu_backward(dout: np.ndarray, x: np.ndarray, form: str) -> np.ndarray:
+    """dL/dx given dout = dL/d gelu(x), all (...,). Both forms are g = x Phi(x), so g' = Phi + x Phi':
+    tanh:  Phi = 0.5 (1 + tanh(u)), u = k (x + c x^3)  =>  Phi' = 2 Phi (1 - Phi) u', u' = k (1 + 3 c x^2)
+    exact: Phi = 0.5 (1 + erf(x / sqrt(2)))  =>  Phi' = exp(-x^2 / 2) / sqrt(2 pi), the normal density
     """
-    one, half = z.dtype.type(1), z.dtype.type(0.5)
-    phi_cdf = saved
+    k, c, s, p = (x.dtype.type(v) for v in (SQRT_2_OVER_PI, GELU_CUBIC, SQRT_1_OVER_2, SQRT_1_OVER_2PI))
     if form == "tanh":
-        k, c = z.dtype.type(SQRT_2_OVER_PI), z.dtype.type(GELU_CUBIC)
-        # Built up in one buffer, in place, as in gelu: one pass over memory per line.
-        dz = z * z  # (...,) z^2
-        dz *= z.dtype.type(6) * k * c  # 6 k c z^2
-        dz += z.dtype.type(2) * k  # 2 k (1 + 3 c z^2) = 2 u'
-        dz *= one - phi_cdf  # 2 u' (1 - Phi)     (one temporary, 1 - Phi)
-        dz *= phi_cdf  # 2 u' Phi (1 - Phi) = Phi'
-        # z after Phi (1 - Phi): far out, Phi or 1 - Phi is exactly 0 while z u' (~z^3)
-        # overflows float32 above |z| ~ 3e12; multiplying by z last keeps 0 * z, never inf * 0.
-        dz *= z  # z Phi'
-        dz += phi_cdf  # g' = Phi + z Phi'
-        dz *= dout  # dz = dout g'
-        return dz
-    if form == "exact":
-        phi_pdf = z.dtype.type(SQRT_1_OVER_2PI) * np.exp(-half * z**2)  # (...,)
-        return dout * (phi_cdf + z * phi_pdf)
-    raise ValueError(f"unknown GELU form {form!r}: use 'tanh' or 'exact'")
+        phi = 0.5 * (1.0 + np.tanh(k * (x + c * x**3)))  # (...,)  Phi(x)
+        dphi = 2.0 * phi * (1.0 - phi) * k * (1.0 + 3.0 * c * x**2)  # (...,)  Phi'(x)
+    elif form == "exact":
+        phi = 0.5 * (1.0 + _erf(x * s).astype(x.dtype))  # (...,)  Phi(x)
+        dphi = p * np.exp(-0.5 * x**2)  # (...,)  Phi'(x)
+    else:
+        raise ValueError(f"unknown GELU form {form!r}: use 'tanh' or 'exact'")
+    # x multiplies last: far out Phi (1 - Phi) is exactly 0 while x u' (~x^3) overflows float32.
+    return dout * (phi + x * dphi)  # (...,)   g = x Phi  =>  g' = Phi + x Phi'
 
 
-def forward(params: list, x: np.ndarray, use_shortcut: bool, gelu_form: str):
-    """Run the network on x (..., sizes[0]); returns (output (..., sizes[-1]), cache).
+def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x (..., d_in) -> (..., d_out), with W (d_out, d_in) and b (d_out,) in torch's layout."""
+    return x @ W.T + b  # (..., d_out)
 
-    params: [(W (d_out, d_in), b (d_out,)), ...], torch's layout.
-    cache: one (x, z, Phi(z), shortcut) per layer, what backward needs, in forward order.
-    """
-    cache = []
-    for W, b in params:
-        z = x @ W.T  # (..., d_out)
-        z += b  # in place: the bias joins the fresh matmul result, no second (..., d_out) array
-        a, phi_cdf = gelu(z, gelu_form)  # (..., d_out)
-        shortcut = use_shortcut and a.shape == x.shape
-        cache.append((x, z, phi_cdf, shortcut))
-        if shortcut:
-            a += x  # y = x + a, in place: a is gelu's fresh array, which nothing else holds yet
-        x = a  # (..., d_out)
-    return x, cache
+
+def linear_backward(dz: np.ndarray, x: np.ndarray, W: np.ndarray) -> tuple:
+    """(dx (..., d_in), dW (d_out, d_in), db (d_out,)) given dz (..., d_out); every row used W and b."""
+    dz2, x2 = dz.reshape(-1, dz.shape[-1]), x.reshape(-1, x.shape[-1])  # (rows, d_out), (rows, d_in)
+    dx = dz @ W  # (..., d_in)        z = x W^T + b  =>  dx = dz W
+    dW = dz2.T @ x2  # (d_out, d_in)  z = x W^T + b  =>  dW = dz^T x, summed over the rows
+    db = dz2.sum(axis=0)  # (d_out,)  b is added to every row  =>  db = sum_rows dz
+    return dx, dW, db
+
+
+class ExampleDeepNeuralNetwork:
+    """Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match."""
+
+    def __init__(self, params: list, use_shortcut: bool, gelu_form: str):
+        """params: [(W (d_out, d_in), b (d_out,)), ...], torch's layout, in the computation's dtype."""
+        self.params, self.use_shortcut, self.gelu_form = params, use_shortcut, gelu_form
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (..., sizes[0]) -> (..., sizes[-1]); self.cache: (x, z, shortcut taken?) per layer."""
+        self.cache = []
+        for W, b in self.params:
+            z = linear(x, W, b)  # (..., d_out)
+            layer_output = gelu(z, self.gelu_form)  # (..., d_out)
+            shortcut = self.use_shortcut and x.shape == layer_output.shape
+            self.cache.append((x, z, shortcut))
+            x = x + layer_output if shortcut else layer_output  # the shortcut: the input joins the output
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dL/dx (..., sizes[0]) given dout = dL/d output, from the cache in reverse. Sets self.dW,
+        self.db, self.dy (dL/d each layer's output), self.dz (dL/d each z): lists in layer order."""
+        n = len(self.params)
+        self.dW, self.db, self.dy, self.dz = [None] * n, [None] * n, [None] * n, [None] * n
+        dy = dout  # (..., d_out) of the last layer
+        for i in reversed(range(n)):
+            x, z, shortcut = self.cache[i]
+            self.dy[i] = dy
+            self.dz[i] = gelu_backward(dy, z, self.gelu_form)  # (..., d_out)   a = gelu(z)
+            dx, self.dW[i], self.db[i] = linear_backward(self.dz[i], x, self.params[i][0])  # z = x W^T + b
+            dy = dx + dy if shortcut else dx  # (..., d_in)   y = x + a  =>  dx += dy, the identity path
+        return dy
 
 
 def mse_loss(output: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -123,46 +101,24 @@ def mse_loss(output: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def mse_loss_backward(output: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """dL/d(output), (...,): L = sum((output - target)^2) / N  =>  2 (output - target) / N."""
+    """dL/d output (...,): L = sum((output - target)^2) / N  =>  2 (output - target) / N."""
     return output.dtype.type(2.0 / output.size) * (output - target)
-
-
-def backward(params: list, cache: list, dout: np.ndarray, gelu_form: str):
-    """Walk the cache in reverse; returns ([dW], [db], dx) in the layout of params and x.
-
-    The cache is consumed: each layer's entry is popped, so its arrays are freed as soon as
-    its gradients are done (as autograd frees its graph) and the peak is not every
-    activation plus every gradient.
-    """
-    dWs, dbs = [], []
-    dy = dout  # (..., d_out) of the last layer
-    for W, _ in reversed(params):
-        x, z, phi_cdf, shortcut = cache.pop()
-        dz = gelu_backward(dy, z, phi_cdf, gelu_form)  # (..., d_out)  a = gelu(z)
-        dz2 = dz.reshape(-1, dz.shape[-1])  # (rows, d_out)      rows = all leading dims
-        x2 = x.reshape(-1, x.shape[-1])  # (rows, d_in)
-        dWs.append(dz2.T @ x2)  # (d_out, d_in)    z = x W^T + b  =>  dW = dz^T x
-        dbs.append(dz2.sum(axis=0))  # (d_out,)   b is added to every row  =>  db = sum_rows dz
-        dx = dz @ W  # (..., d_in)              z = x W^T + b  =>  dx = dz W
-        if shortcut:
-            dx += dy  # the identity path: y = x + a  =>  dx += dy (in place: dx is the fresh matmul result)
-        dy = dx
-    return dWs[::-1], dbs[::-1], dy
 
 
 def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
     """The common entry point: loss, output and every gradient, as NumPy arrays.
 
-    params: [(W (d_out, d_in), b (d_out,)), ...] in torch's layout; x (..., sizes[0]);
-    target broadcastable to the output (..., sizes[-1]); gelu_form "tanh" or "exact";
-    dtype "float32" or "float64" (everything is cast to it).
-    Returns {"loss": (), "output": (..., sizes[-1]), "dW": [(d_out, d_in)], "db": [(d_out,)],
-    "dx": (..., sizes[0])}.
+    params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout;
+    x (..., sizes[0]); target broadcastable to the output; gelu_form "tanh" or "exact";
+    dtype "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}, and "dy"
+    and "dz" (dL/d each layer's output and pre-activation z, in layer order).
     """
     params = [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in params]
     x, target = np.asarray(x, dtype), np.asarray(target, dtype)
-    output, cache = forward(params, x, use_shortcut, gelu_form)
+    model = ExampleDeepNeuralNetwork(params, use_shortcut, gelu_form)
+
+    output = model.forward(x)
     loss = mse_loss(output, target)
-    dout = mse_loss_backward(output, target)
-    dWs, dbs, dx = backward(params, cache, dout, gelu_form)
-    return {"loss": loss, "output": output, "dW": dWs, "db": dbs, "dx": dx}
+    dx = model.backward(mse_loss_backward(output, target))
+
+    return {"loss": loss, "output": output, "dW": model.dW, "db": model.db, "dx": dx, "dy": model.dy, "dz": model.dz}

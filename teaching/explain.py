@@ -14,9 +14,10 @@ it, every layer multiplies the gradient by its own through-layer factor, and the
 product of those factors is what vanishes. Every figure is mean |.| over the elements,
 the book's measure for dL/dW.
 
-The steps are impl_numpy.model's own: its `forward` (and the cache it returns), its
-`mse_loss_backward` and `gelu_backward`; only the split of dx into its two terms is done
-here. tests/test_explain.py checks every figure against torch's autograd.
+Every figure comes from impl_numpy.model's own functions: ExampleDeepNeuralNetwork's
+forward (its cache) and backward, mse_loss_backward, and linear_backward, whose dx is the
+path through the layer; only the split of dx into its two terms is done here.
+tests/test_explain.py checks every figure against torch's autograd.
 """
 
 import math
@@ -51,7 +52,7 @@ class LayerPaths:
 
 
 def gradient_paths(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
-    """The backward pass of impl_numpy, layer by layer from the last to the first.
+    """The backward pass of impl_numpy.model, layer by layer from the last to the first.
 
     Same arguments as loss_and_grads. Returns {"loss", "output", "dout" (dL/d output),
     "layers": [LayerPaths for the last layer, ..., for layer 0]}.
@@ -60,20 +61,18 @@ def gradient_paths(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
 
     params = [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in params]
     x, target = np.asarray(x, dtype), np.asarray(target, dtype)
-    output, cache = model.forward(params, x, use_shortcut, gelu_form)  # cache: (x, z, Phi(z), shortcut) per layer
+    network = model.ExampleDeepNeuralNetwork(params, use_shortcut, gelu_form)
+    output = network.forward(x)  # network.cache: (x, z, shortcut taken?) per layer
     dout = model.mse_loss_backward(output, target)  # (..., d_last)
-    layers, dy = [], dout
+    dx = network.backward(dout)  # sets network.dy, .dz, .dW, .db, in layer order
+    dxs = [dx, *network.dy[:-1]]  # dL/d each layer's input: the network's input, then the output below
+    layers = []
     for i in reversed(range(len(params))):
-        W, _ = params[i]
-        x_i, z, phi_cdf, shortcut = cache[i]
-        dz = model.gelu_backward(dy, z, phi_cdf, gelu_form)  # (..., d_out)   a = gelu(z)
-        through = dz @ W  # (..., d_in)        z = x W^T + b  =>  dx = dz W
+        x_i, _, shortcut = network.cache[i]
+        dy, dz = network.dy[i], network.dz[i]  # (..., d_out)
+        through, _, _ = model.linear_backward(dz, x_i, params[i][0])  # (..., d_in)  its dx: dz W
         identity = dy if shortcut else np.zeros_like(through)  # (..., d_in)   y = x + a  =>  dx += dy
-        dx = through + identity  # (..., d_in)   the two paths add
-        dz2, x2 = dz.reshape(-1, dz.shape[-1]), x_i.reshape(-1, x_i.shape[-1])  # rows = leading dims
-        dW, db = dz2.T @ x2, dz2.sum(axis=0)  # (d_out, d_in), (d_out,)
-        layers.append(LayerPaths(i, shortcut, x_i, dy, dz, through, identity, dx, dW, db))
-        dy = dx
+        layers.append(LayerPaths(i, shortcut, x_i, dy, dz, through, identity, dxs[i], network.dW[i], network.db[i]))
     return {"loss": model.mse_loss(output, target), "output": output, "dout": dout, "layers": layers}
 
 

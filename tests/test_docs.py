@@ -55,12 +55,7 @@ def claims(dtype: str) -> dict[str, str]:
             f"output {tag}": paths["output"].item(),
             f"loss {tag}": run["loss"],
             f"dout {tag}": run["dout"],
-            f"z4 {tag}": model.forward(
-                [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in PARAMS],
-                X.astype(dtype),
-                run["use_shortcut"],
-                "tanh",
-            )[1][-1][1].item(),
+            f"z4 {tag}": last_layer_input_and_z(PARAMS, run["use_shortcut"], dtype)[1].item(),
             f"gelu'(z4) {tag}": run["layers"][0]["gelu"],
             f"dz4 {tag}": last.dz.item(),
         }
@@ -84,13 +79,24 @@ def claims(dtype: str) -> dict[str, str]:
     for form in ("tanh", "exact"):
         for z in (0.0, 1.0, -1.0):
             zz = np.array([z], dtype)
-            c[f"gelu'({z}) {form}"] = model.gelu_backward(np.ones_like(zz), zz, model.gelu(zz, form)[1], form).item()
-        c[f"gelu(1.0) {form}"] = model.gelu(np.array([1.0], dtype), form)[0].item()
+            c[f"gelu'({z}) {form}"] = model.gelu_backward(np.ones_like(zz), zz, form).item()
+        c[f"gelu(1.0) {form}"] = model.gelu(np.array([1.0], dtype), form).item()
     c |= sweep_claims(dtype)
     quoted = {k: fmt(v) for k, v in c.items()}
     # "about 0.0002 without the shortcut and about 0.22 with it": the same figures, rounded further.
     quoted |= {"layer0 dW off, about": f"{c['layer0 dW off']:.1g}", "layer0 dW on, about": f"{c['layer0 dW on']:.2g}"}
     return quoted
+
+
+def last_layer_input_and_z(params, use_shortcut: bool, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """The last layer's input x and pre-activation z, from impl_numpy's forward cache, on the book input."""
+    from impl_numpy import model
+
+    params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]
+    network = model.ExampleDeepNeuralNetwork(params, use_shortcut, "tanh")
+    network.forward(X.astype(dtype))
+    x, z, _ = network.cache[-1]
+    return x, z
 
 
 def sweep_claims(dtype: str) -> dict[str, float]:
@@ -157,8 +163,8 @@ def test_gelu_derivative_is_the_slope_of_gelu(form):
 
     z = np.linspace(-4, 4, 81)
     h = 1e-5
-    slope = (model.gelu(z + h, form)[0] - model.gelu(z - h, form)[0]) / (2 * h)
-    derivative = model.gelu_backward(np.ones_like(z), z, model.gelu(z, form)[1], form)
+    slope = (model.gelu(z + h, form) - model.gelu(z - h, form)) / (2 * h)
+    derivative = model.gelu_backward(np.ones_like(z), z, form)
     # Central differences are off by ~h^2 |g'''| / 6 ~ 1e-11 plus rounding ~1e-16 / h = 1e-11:
     # 1e-9 passes that and fails a wrong term (dropping the z^2 term moves g' by ~1e-1 at z = 1).
     np.testing.assert_allclose(derivative, slope, rtol=0, atol=1e-9)
@@ -208,21 +214,17 @@ def test_the_prose_claims_about_the_table():
 
 def test_with_the_shortcut_the_residual_stream_grows_with_depth():
     """'the residual stream grows with depth in this network': mean |x| entering the last layer."""
-    from impl_numpy import model
-
-    sizes = [mean_abs_into_last(model, depth) for depth in (5, 16, 32)]
+    sizes = [mean_abs_into_last(depth) for depth in (5, 16, 32)]
     assert sizes[0] < sizes[1] < sizes[2]
 
 
-def mean_abs_into_last(model, depth: int) -> float:
+def mean_abs_into_last(depth: int) -> float:
     params = weights.seeded_params((3,) * depth + (1,), BOOK_SEED)
-    return explain.mean_abs(model.forward(params, X, True, "tanh")[1][-1][0])
+    return explain.mean_abs(last_layer_input_and_z(params, True, "float64")[0])
 
 
 def test_at_the_zero_depths_the_output_is_exactly_the_target():
     """'the output lands exactly on the target 0: the loss is 0 and so is every gradient'."""
-    from impl_numpy import model
-
     sweep = explain.sweep_depth(
         {"numpy": needs("numpy")}, explain.parse_depths(SWEEP_DEPTHS), width=3, d_out=1, seed=BOOK_SEED,
         gelu_form="tanh", dtype="float32",
@@ -234,6 +236,5 @@ def test_at_the_zero_depths_the_output_is_exactly_the_target():
         r = needs("numpy")(params, X, TARGET, use_shortcut=True, gelu_form="tanh", dtype="float32")
         assert r["output"].item() == 0 and r["loss"] == 0
         assert all(not np.any(dW) for dW in r["dW"])
-        params32 = [(W.astype("float32"), b.astype("float32")) for W, b in params]
-        z_last = model.forward(params32, X.astype("float32"), True, "tanh")[1][-1][1]
+        z_last = last_layer_input_and_z(params, True, "float32")[1]
         assert z_last.item() < -5  # "the last GELU saturates so far below zero"
