@@ -1,0 +1,149 @@
+"""Naming the slip behind a wrong gradient. Each diagnosis is a test on the arrays.
+
+`diagnose(yours, expected, candidates, factors)` tries, in order:
+
+    shape      yours has another shape: a candidate of that shape (dz's shape for db: not
+               summed), the reverse of expected's (transposed), or just the shapes
+    dtype      yours is not in the run's dtype: something is cast
+    not-finite NaN or inf where autograd has numbers
+    zeros      yours is all zeros where expected is not
+    sign       yours == -expected
+    transposed yours == expected.T (square tensors: the shape cannot tell)
+    candidates yours == what a named slip computes (the other GELU form, dx without the
+               identity path, db from one row, ...): each step passes its own
+    factor     yours == c expected for one constant c, named when it is a known one
+               (2, 1/2, 3, 1/3, N, ...)
+    float32    yours == expected to float32's tolerance but not float64's: a float32
+               constant or intermediate in a float64 run
+    unknown    none of these
+
+"==" is crosscheck.check.relative_error within MATCH: loose enough that a slip is still
+named when float noise or a second, smaller slip rides on it; tight enough that no two
+classic slips on the grader's inputs are that close to each other (they differ by 1e-3 or
+more: the exact and tanh GELU forms are the closest pair).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from crosscheck.check import TOLERANCE, relative_error
+
+EPS = float(np.finfo(np.float64).eps)
+# Two arrays are "the same" for a diagnosis within float32's tolerance (4e-6 relative): see above.
+MATCH = TOLERANCE["float32"]
+# A fitted constant is named only when it is this far from the right one: closer than that,
+# the difference is rounding (float32 constants move results by ~1e-8), not a slip.
+FIT_MARGIN = 1e-4
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    slip: str  # a short name: "sign", "transposed", "factor", "bias-not-summed", ... or "unknown"
+    text: str  # the likely cause, in a sentence
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What yours would be with one named slip."""
+
+    slip: str
+    text: str
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A known constant factor: yours == value * expected means `text`."""
+
+    value: float
+    label: str  # how to print the value: "1/2", "N = 12"
+    text: str
+    slip: str = "factor"
+
+
+# The chain rule's constants: the 2 of d(u^2)/du = 2u, the 3 of d(u^3)/du = 3u^2.
+CHAIN_RULE_FACTORS = (
+    Factor(2.0, "2", "a factor 2 too many: was the 2 of d(u^2)/du = 2u applied twice?"),
+    Factor(0.5, "1/2", "a factor 2 missing: d(u^2)/du = 2u"),
+    Factor(3.0, "3", "a factor 3 too many: was the 3 of d(u^3)/du = 3u^2 applied twice?"),
+    Factor(1 / 3, "1/3", "a factor 3 missing: d(u^3)/du = 3u^2"),
+)
+
+
+def same(a, b, tol: float = MATCH) -> bool:
+    """a and b have one shape and agree elementwise within `tol` (crosscheck.check's relative error)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return False
+    return a.size == 0 or float(relative_error(a, b, tol, EPS).max()) <= tol
+
+
+def fit(yours, base, direction) -> float | None:
+    """The f for which yours == base + f * direction (least squares), or None when that does not fit."""
+    yours, base, direction = (np.asarray(a, np.float64) for a in (yours, base, direction))
+    if yours.shape != base.shape or not np.all(np.isfinite(yours)):
+        return None
+    norm = float(np.sum(direction * direction))
+    if norm == 0.0:
+        return None
+    f = float(np.sum((yours - base) * direction)) / norm
+    return f if same(yours, base + f * direction) else None
+
+
+def diagnose(yours, expected, candidates=(), factors=(), dtype: str = "float64") -> Diagnosis:
+    """The likely slip that makes `yours` differ from `expected` (autograd's), in a run of `dtype`."""
+    yours, expected = np.asarray(yours), np.asarray(expected, np.float64)
+    for candidate in candidates:
+        if np.shape(candidate.array) == yours.shape and yours.shape != expected.shape and same(yours, candidate.array):
+            return Diagnosis(candidate.slip, candidate.text)
+    if yours.shape != expected.shape:
+        if yours.ndim == 2 and yours.shape == expected.shape[::-1]:
+            return Diagnosis("transposed", f"transposed: shape {yours.shape} where {expected.shape} belongs")
+        return Diagnosis("shape", f"shape {yours.shape} where {expected.shape} belongs")
+    if yours.dtype != np.dtype(dtype):
+        return Diagnosis(
+            "dtype",
+            f"dtype {yours.dtype} in a {dtype} run: something is cast to {yours.dtype}; "
+            "make constants in the input's dtype (x.dtype.type(2.0)), not np.float64 or np.float32",
+        )
+    if not np.all(np.isfinite(yours)):
+        return Diagnosis("not-finite", "NaN or inf where autograd has finite numbers")
+    if not np.any(yours) and np.any(expected):
+        return Diagnosis("zeros", "all zeros: nothing reaches this gradient")
+    if same(yours, -expected):
+        return Diagnosis("sign", "sign flipped: yours is minus the right answer")
+    if yours.ndim == 2 and yours.shape[0] == yours.shape[1] and same(yours, expected.T):
+        return Diagnosis("transposed", "transposed: yours is the right answer's transpose")
+    for candidate in candidates:
+        if np.shape(candidate.array) == yours.shape and same(yours, candidate.array):
+            return Diagnosis(candidate.slip, candidate.text)
+    factor = constant_factor(yours, expected, factors)
+    if factor is not None:
+        return factor
+    if dtype == "float64" and same(yours, expected, TOLERANCE["float32"]):
+        worst = float(relative_error(yours.astype(np.float64), expected, MATCH, EPS).max())
+        return Diagnosis(
+            "float32-constants",
+            f"right to float32 precision only (rel diff {worst:.1e}): a float32 constant or intermediate in a "
+            "float64 run; cast constants to x's dtype (x.dtype.type(SQRT_2_OVER_PI)), never a rounded number",
+        )
+    return Diagnosis("unknown", "unknown: none of the classic slips matches")
+
+
+def constant_factor(yours, expected, factors=()) -> Diagnosis | None:
+    """yours == c * expected for one constant c (not 1 or -1): named when c is in `factors` or the chain rule's.
+
+    An unnamed c is reported only when at least two elements are far from zero: on one
+    element any wrong value is "a constant factor".
+    """
+    yours, expected = np.asarray(yours, np.float64), np.asarray(expected, np.float64)
+    c = fit(yours, np.zeros_like(expected), expected)
+    if c is None or abs(c - 1) < FIT_MARGIN or abs(c + 1) < FIT_MARGIN:
+        return None
+    for known in tuple(factors) + CHAIN_RULE_FACTORS:
+        if abs(c - known.value) <= FIT_MARGIN * abs(known.value):
+            return Diagnosis(known.slip, f"off by a constant factor {known.label}: {known.text}")
+    if np.count_nonzero(np.abs(expected) > 1e-3 * np.abs(expected).max()) >= 2:
+        return Diagnosis("factor", f"off by a constant factor {c:.6g}")
+    return None

@@ -1,0 +1,321 @@
+"""exercises/: the skeleton stays the reference minus its backward rules, and the grader names each slip at its step."""
+
+import ast
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import ROOT, needs
+
+from exercises import diagnose, grade, slips, steps
+
+SKELETON = ROOT / "exercises" / "backprop.py"
+REFERENCE = ROOT / "impl_numpy" / "model.py"
+
+
+@pytest.fixture(autouse=True)
+def frameworks():
+    needs("torch")  # the grader's answer key
+    needs("numpy")
+
+
+def run(argv, capsys):
+    code = grade.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- the skeleton is the reference with its blanks ------------------------------------------------
+
+
+def blanks(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    """Every function or method (by qualified name) whose body raises NotImplementedError."""
+    found = {}
+    for scope, prefix in [(tree, "")] + [(c, c.name + ".") for c in tree.body if isinstance(c, ast.ClassDef)]:
+        for node in scope.body:
+            if isinstance(node, ast.FunctionDef) and any(
+                isinstance(n, ast.Raise) and "NotImplementedError" in ast.unparse(n) for n in ast.walk(node)
+            ):
+                found[prefix + node.name] = node
+    return found
+
+
+def functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    found = {}
+    for scope, prefix in [(tree, "")] + [(c, c.name + ".") for c in tree.body if isinstance(c, ast.ClassDef)]:
+        found.update({prefix + n.name: n for n in scope.body if isinstance(n, ast.FunctionDef)})
+    return found
+
+
+def without_docstrings(tree: ast.Module) -> str:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and ast.get_docstring(node) is not None:
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def filled_skeleton() -> ast.Module:
+    """The skeleton with each blank function's body replaced by the reference's."""
+    skeleton, reference = ast.parse(SKELETON.read_text()), ast.parse(REFERENCE.read_text())
+    answers = functions(reference)
+    for name, node in blanks(skeleton).items():
+        node.body = answers[name].body
+    return skeleton
+
+
+def test_the_blanks_are_the_backward_rules_in_the_order_they_are_learned():
+    names = list(blanks(ast.parse(SKELETON.read_text())))
+    assert sorted(names) == sorted(
+        ["mse_loss_backward", "gelu_backward", "linear_backward", "ExampleDeepNeuralNetwork.backward"]
+    )
+    text = SKELETON.read_text()
+    order = ["step loss", "step gelu, tanh form", "step gelu, exact form", "step linear", "step shortcut"]
+    assert all(phrase in text for phrase in order)
+    gelu = ast.unparse(blanks(ast.parse(text))["gelu_backward"])
+    assert gelu.count("NotImplementedError") == 2  # tanh and exact: two blanks, learned one after the other
+
+
+def test_the_skeleton_filled_from_the_reference_is_the_reference():
+    """Everything but the blanks (and docstrings) is the reference's code, so the two cannot drift apart."""
+    assert without_docstrings(filled_skeleton()) == without_docstrings(ast.parse(REFERENCE.read_text()))
+
+
+def test_the_skeleton_filled_from_the_reference_gets_full_marks(tmp_path, capsys):
+    path = tmp_path / "filled.py"
+    path.write_text(ast.unparse(filled_skeleton()))
+    code, out, err = run([path], capsys)
+    assert (code, err) == (0, "")
+    assert out.strip().endswith("PASSED: every step ok")
+
+
+# --- the reference, the skeleton, and bad input ---------------------------------------------------
+
+
+def test_the_reference_gets_full_marks_and_the_json_says_so(capsys):
+    code, out, err = run([REFERENCE, "--json"], capsys)
+    report = json.loads(out)
+    assert (code, err, report["passed"]) == (0, "", True)
+    assert [s["step"] for s in report["steps"]] == list(steps.STEPS)
+    for s in report["steps"]:
+        assert s["status"] == "ok" and s["tensor"] is None and s["diagnosis"] is None
+        # float64 autograd and the reference agree to rounding: far inside the 1e-12 tolerance.
+        assert 0.0 <= s["max_rel_diff"] < 1e-13
+        assert {"step", "status", "tensor", "max_rel_diff", "diagnosis"} <= set(s)
+
+
+def test_the_skeleton_is_todo_from_the_first_step_without_a_traceback(capsys):
+    code, out, err = run([], capsys)
+    assert (code, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[1].split()[:2] == ["loss", "todo"]
+    assert "exercises/backprop.py:" in lines[1] and "in mse_loss_backward" in lines[1]
+    assert [line.split()[1] for line in lines[1:6]] == ["todo"] * 5  # todo does not stop the grader: wrong does
+    assert lines[-1] == "0 of 5 steps ok; next: step loss (todo)"
+    assert "Traceback" not in out
+
+
+def write(folder, name, text):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def reference_with(folder, name, old, new):
+    """A copy of the reference with one piece of text changed (exactly once)."""
+    text = REFERENCE.read_text()
+    assert text.count(old) == 1, old
+    return write(folder, name, text.replace(old, new))
+
+
+def test_a_submission_that_raises_is_one_line_with_its_file_and_line(tmp_path, capsys):
+    path = reference_with(tmp_path, "mine.py", "    db = dz2.sum(axis=0)", "    db = dz2.sum(axis=0) @ dz2")
+    code, out, err = run([path, "--json"], capsys)
+    line = err.strip()
+    assert (code, out) == (2, "")  # nothing half-written on stdout
+    assert "\n" not in line and "Traceback" not in line
+    number = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "@ dz2" in text)
+    assert f"mine.py:{number} in linear_backward: ValueError: matmul: " in line
+    assert line.endswith("(step linear, x (1, 3), W (3, 3))")
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("def mse_loss_backward(:\n", "broken.py:1: SyntaxError"),
+        ("import numpy\n", "has no mse_loss_backward, gelu_backward, linear_backward, ExampleDeepNeuralNetwork"),
+    ],
+    ids=["syntax-error", "missing-functions"],
+)
+def test_a_file_that_cannot_be_graded_is_one_line(tmp_path, capsys, text, words):
+    code, out, err = run([write(tmp_path, "broken.py", text)], capsys)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and words in err and err.startswith("exercises.grade: error: ")
+
+
+def test_bad_arguments_are_one_line(tmp_path, capsys):
+    for argv, words in (
+        ([tmp_path / "nope.py"], "no such file or folder"),
+        ([write(tmp_path, "notes.txt", "")], "is not a .py file"),
+        ([tmp_path / "empty"], "holds no .py files"),
+        (["--frobnicate"], "unrecognized arguments"),
+    ):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        code, out, err = run(argv, capsys)
+        assert (code, out) == (2, "") and err.count("\n") == 1 and words in err, err
+
+
+# --- every slip caught at its step, with its diagnosis ------------------------------------------
+
+
+@pytest.mark.parametrize("slip", slips.SLIPS, ids=[s.name for s in slips.SLIPS])
+def test_each_classic_slip_is_caught_at_its_step_with_its_diagnosis(slip, tmp_path):
+    results = grade.grade_file(slips.write(slip, tmp_path), every_step=False)
+    *before, caught = results
+    assert all(r.status == "ok" for r in before), before  # every earlier step still passes
+    assert (caught.step, caught.status, caught.slip) == (slip.step, "wrong", slip.slip), caught
+    assert caught.diagnosis and caught.case
+    if caught.max_rel_diff is not None and caught.slip != "dtype":  # a dtype slip can have the right values
+        assert caught.max_rel_diff > steps.TOLERANCE
+
+
+def test_a_slip_whose_line_is_gone_from_the_reference_fails_loudly():
+    gone = slips.Slip("gone", "linear_backward", "no such text", "x", "linear", "unknown", "")
+    with pytest.raises(ValueError, match="occurs 0 times in linear_backward"):
+        slips.apply(gone, REFERENCE.read_text())
+
+
+def test_the_wrong_step_prints_tensor_worst_element_and_diagnosis_then_stops(tmp_path, capsys):
+    slip = next(s for s in slips.SLIPS if s.name == "linear_bias_mean")
+    code, out, _ = run([slips.write(slip, tmp_path)], capsys)
+    lines = out.splitlines()
+    assert code == 1
+    assert lines[3].split()[:3] == ["linear", "wrong", "db,"] and "x (5, 3), W (3, 3)" in lines[3]
+    assert "worst element [" in lines[4] and "yours" in lines[4] and "expected" in lines[4]
+    assert "diagnosis: off by a constant factor 1/rows = 1/5: bias averaged over rows" in lines[5]
+    assert "stopped at the first wrong step; --all grades shortcut, network too" in out
+    assert lines[-1] == "2 of 5 steps ok; next: step linear (wrong)"
+
+
+def test_all_grades_every_step_after_a_wrong_one(tmp_path, capsys):
+    slip = next(s for s in slips.SLIPS if s.name == "gelu_density_scale")
+    code, out, _ = run([slips.write(slip, tmp_path), "--all", "--json"], capsys)
+    status = {s["step"]: s["status"] for s in json.loads(out)["steps"]}
+    # linear is independent of GELU; shortcut and network use the wrong exact-form slope.
+    assert code == 1 and status == {
+        "loss": "ok",
+        "gelu": "wrong",
+        "linear": "ok",
+        "shortcut": "wrong",
+        "network": "wrong",
+    }
+
+
+# --- grading a class ------------------------------------------------------------------------------
+
+
+def test_a_folder_gets_one_summary_row_per_file(tmp_path, capsys):
+    shutil.copy(REFERENCE, tmp_path / "alice.py")
+    slips.write(next(s for s in slips.SLIPS if s.name == "linear_bias_first_axis"), tmp_path).rename(
+        tmp_path / "bob.py"
+    )
+    shutil.copy(SKELETON, tmp_path / "carol.py")
+    code, out, err = run([tmp_path], capsys)
+    rows = out.splitlines()
+    assert (code, err) == (1, "")
+    assert rows[0].split() == ["file", *steps.STEPS, "first", "problem"]
+    assert rows[1].split()[1:6] == ["ok"] * 5
+    assert rows[2].split()[1:6] == ["ok", "ok", "wrong", "-", "-"]
+    assert "linear: db: bias summed over the first dimension only" in rows[2]
+    assert rows[3].split()[1:6] == ["todo"] * 5 and rows[3].endswith("loss: not written yet")
+    assert rows[-1] == "3 files: 1 passed, 2 not yet, 0 could not be graded"
+
+
+def test_a_class_with_a_broken_file_still_gets_its_table_and_exit_2(tmp_path, capsys):
+    shutil.copy(REFERENCE, tmp_path / "alice.py")
+    write(tmp_path, "dave.py", "import numpy as np\n\nnp.zeros(2) @ np.zeros(3)\n")
+    code, out, err = run([tmp_path / "alice.py", tmp_path / "dave.py", "--json"], capsys)
+    files = json.loads(out)["files"]
+    assert (code, err) == (2, "")
+    assert [f["passed"] for f in files] == [True, False]
+    assert "dave.py:3 in <module>: ValueError: matmul" in files[1]["error"] and files[1]["steps"] == []
+
+
+# --- diagnoses that no one-line slip of the reference reaches -------------------------------------
+
+
+def test_diagnose_names_shapes_dtypes_zeros_and_unnamed_factors():
+    rng = np.random.default_rng(0)
+    expected = rng.normal(size=(3, 4))
+    cases = {
+        "transposed": expected.T,
+        "shape": expected[:2],
+        "dtype": expected.astype(np.float32),
+        "not-finite": np.where(expected > 0, np.inf, expected),
+        "zeros": np.zeros_like(expected),
+        "sign": -expected,
+        "factor": 1.7 * expected,
+        "float32-constants": expected * (1 + 1e-7),
+        "unknown": expected + rng.normal(size=(3, 4)),
+    }
+    assert {slip: diagnose.diagnose(yours, expected).slip for slip, yours in cases.items()} == {s: s for s in cases}
+    assert "1.7" in diagnose.diagnose(1.7 * expected, expected).text
+    # One element: any wrong value is "a constant factor", so only a named one is claimed.
+    assert diagnose.diagnose(np.array([1.7]), np.array([1.0])).slip == "unknown"
+    assert diagnose.diagnose(np.array([0.5]), np.array([1.0])).slip == "factor"
+
+
+def test_linear_returned_in_another_order_and_a_missing_return(tmp_path):
+    order = reference_with(tmp_path, "order.py", "    return dx, dW, db", "    return dW, db, dx")
+    nothing = reference_with(tmp_path, "nothing.py", "    return dx, dW, db", "    dx, dW, db")
+    assert [(r.step, r.slip) for r in grade.grade_file(order, False)][-1] == ("linear", "return-order")
+    assert [(r.step, r.slip) for r in grade.grade_file(nothing, False)][-1] == ("linear", "not-an-array")
+
+
+def test_network_diagnoses_layer_order_and_a_missing_identity_path():
+    """Network-level slips that the shortcut step would catch first, checked on the network's own arrays."""
+    case = steps.network_cases()[1]  # the book network with its shortcuts
+    assert case.extra["use_shortcut"]
+    ref = case.expected["reference"]
+    n = len(ref["dW"])
+    candidates = steps._network_candidates("layers.1.0.weight", 1, ref, True)
+    found = diagnose.diagnose(ref["dW"][n - 2], ref["dW"][1], candidates)
+    assert found.slip == "layer-order", found
+    candidates = steps._network_candidates("layers.2.dy", 2, ref, True)
+    found = diagnose.diagnose(ref["dy"][2] - ref["dy"][3], ref["dy"][2], candidates)
+    assert found.slip == "identity-missing", found
+
+
+def test_the_slips_table_in_docs_grader_md_is_a_fresh_run():
+    """docs/grader.md shows what the grader says today; regenerate with python -m exercises.slips --write docs/grader.md."""
+    page = (ROOT / "docs" / "grader.md").read_text()
+    table = slips.format_table(slips.catalogue())
+    assert "NOT CAUGHT" not in table and "(expected" not in table
+    assert slips.replace_table(page, table) == page
+    with pytest.raises(ValueError, match="needs one"):
+        slips.replace_table("no markers here", table)
+
+
+def test_the_readme_quotes_the_grader_as_it_prints(tmp_path, capsys):
+    """exercises/README.md's todo lines (file:line in function) are what the grader prints for a copy of the skeleton."""
+    import re
+
+    shutil.copy(SKELETON, tmp_path / "mine.py")
+    quoted = re.findall(r"(mine\.py:\d+ in \w+: step [^:]+:)", (ROOT / "exercises" / "README.md").read_text())
+    assert len(quoted) >= 2
+    out = grade.format_steps(tmp_path / "mine.py", grade.grade_file(tmp_path / "mine.py", False))
+    for text in quoted:
+        assert text in out.replace(str(tmp_path / "mine.py"), "mine.py"), text
+
+
+def test_a_non_finite_gradient_is_named_and_the_json_stays_strict(tmp_path, capsys):
+    path = reference_with(tmp_path, "inf.py", "return dout * (phi + x * dphi)", "return dout * (phi + x * dphi) / 0.0")
+    code, out, err = run([path, "--json"], capsys)
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    step = json.loads(out, parse_constant=refuse)["steps"][-1]
+    assert (code, err) == (1, "")
+    assert (step["step"], step["status"], step["slip"]) == ("gelu", "wrong", "not-finite")
+    assert step["max_rel_diff"] == "inf" and step["worst"]["yours"] in ("inf", "-inf")
