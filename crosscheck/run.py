@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from crosscheck import check, oracle, sensitivity
+from crosscheck import check, contract, oracle, sensitivity
 from plumbing import frameworks
 from plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS, ORACLE, SHORTCUT_SETTINGS
 from plumbing.inputs import Inputs
@@ -27,12 +27,21 @@ def run(inputs: Inputs) -> dict:
 
 def _run(inputs: Inputs) -> dict:
     config, params, x, target = inputs.config, inputs.params, inputs.x, inputs.target
-    fns = {name: frameworks.load(name) for name in config.frameworks}
+    fns = inputs.fns
     floor_name = next(name for name in FLOOR_ORDER + tuple(fns) if name in fns and name != ORACLE)
     runs = []
     for use_shortcut in SHORTCUT_SETTINGS[config.shortcut]:
         kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu}
-        results = {name: fn(params, x, target, **kw, dtype=config.dtype) for name, fn in fns.items()}
+        results = {}
+        for name, fn in fns.items():
+            result = fn(params, x, target, **kw, dtype=config.dtype)
+            # Every result is held to the contract (docs/contract.md) before it is compared. A user's
+            # NaN or inf where the first implementation's value is finite is refused there too; a
+            # built-in one's is left to the verdict, which reports overflow as such.
+            reference = next(iter(results.values()), None) if name not in frameworks.MODULES else None
+            results[name] = (
+                result if name == ORACLE else contract.validate(name, result, params, x, config.dtype, reference)
+            )
         magnitude = sensitivity.sensitivity(fns[floor_name], params, x, target, **kw)
         means = {
             name: {

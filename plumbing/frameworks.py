@@ -15,18 +15,36 @@ INSTALL = {"torch": "pip install torch==2.13.0", "jax": "pip install jax flax", 
 INSTALL["numpy-fast"] = INSTALL[ORACLE] = INSTALL["numpy"]
 
 
-def parse(text: str) -> tuple[str, ...]:
-    """'torch,jax' -> ('torch', 'jax'): built-in names, no repeats, at least one, each installed."""
-    names = tuple(p.strip() for p in text.split(",") if p.strip())
-    unknown = [n for n in names if n not in MODULES]
-    if not names or unknown:
-        bad = ", ".join(unknown) if unknown else "nothing"
-        raise InputError(f"--frameworks takes a comma-separated subset of {','.join(MODULES)}; got {bad}")
-    if len(set(names)) != len(names):
-        raise InputError(f"--frameworks names a framework twice: {text!r}")
-    for name in names:
-        check_installed(name)
-    return names
+def resolve(text: str) -> dict:
+    """'torch,numpy,path/to/mine.py' -> {column name: loss_and_grads}, every one loaded now.
+
+    A built-in name, or a user's implementation: a path to a .py file or an importable module
+    name defining loss_and_grads, its column named after the file's stem or the module. Their
+    function is wrapped so that an exception in it is one line naming their file and line.
+    """
+    from plumbing import user_code
+
+    specs = [p.strip() for p in text.split(",") if p.strip()]
+    if not specs:
+        raise InputError(f"--frameworks takes a comma-separated list of {','.join(MODULES)} or .py files; got nothing")
+    fns = {}
+    for spec in specs:
+        if spec in MODULES:
+            name, fn = spec, load(spec)
+        elif spec.endswith(".py") or "/" in spec or "." in spec:
+            name, fn = user_code.entry(spec)
+            if name in MODULES:
+                raise InputError(
+                    f"--frameworks: {spec} would be a column named {name!r}, a built-in name; rename the file"
+                )
+        else:
+            raise InputError(
+                f"--frameworks: unknown framework {spec!r}; use {','.join(MODULES)}, a .py file, or a module name such as pkg.mine"
+            )
+        if name in fns:
+            raise InputError(f"--frameworks names {name!r} twice: {text!r}")
+        fns[name] = fn
+    return fns
 
 
 def check_installed(name: str) -> None:
@@ -44,4 +62,4 @@ def load(name: str):
     return importlib.import_module(MODULES[name]).loss_and_grads
 
 
-__all__ = ["FRAMEWORKS", "MODULES", "check_installed", "load", "parse"]
+__all__ = ["FRAMEWORKS", "MODULES", "check_installed", "load", "resolve"]

@@ -18,6 +18,7 @@ class Inputs:
     x: np.ndarray  # (..., sizes[0])
     target: np.ndarray  # broadcastable to (..., sizes[-1])
     is_book: bool  # the book's weights, input and target in float32: its printed numbers apply
+    fns: dict  # {column name: loss_and_grads}, in the order given
 
 
 def resolve(
@@ -32,7 +33,8 @@ def resolve(
     dtype: str,
 ) -> Inputs:
     """Check every input before any work; raises InputError with one line for the first bad one."""
-    names = frameworks.parse(frameworks_text or ",".join(Config().frameworks))
+    fns = frameworks.resolve(frameworks_text or ",".join(Config().frameworks))
+    names = tuple(fns)
     if names == (ORACLE,):
         raise InputError(f"--frameworks {ORACLE} checks an implementation: add torch, jax or numpy")
     if save_weights:
@@ -76,7 +78,7 @@ def resolve(
     params = [(W.astype(np_dtype), b.astype(np_dtype)) for W, b in params]  # upcast (or round) once, here
     x, target = x.astype(np_dtype), target.astype(np_dtype)
     config = Config(layer_sizes, seed, shortcut, gelu, dtype, names, weights_file)
-    return Inputs(config, params, x, target, is_book_configuration(config, params, x, target))
+    return Inputs(config, params, x, target, is_book_configuration(config, params, x, target), fns)
 
 
 def rows(x) -> int:
