@@ -19,7 +19,7 @@ from crosscheck.run import run
 from plumbing import inputs, weights
 from plumbing.config import DTYPES, GELU_FORMS, ORACLE, SHORTCUT_SETTINGS, Config, InputError, parse_layer_sizes
 from plumbing.frameworks import MODULES
-from teaching import explain, outputs
+from teaching import outputs
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -61,12 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument(
         "--sweep-depth",
         metavar="A:B[:STEP]",
-        help="layer 0's mean |dL/dW| for networks of A to B layers of the first layer size, with a fitted decay rate",
+        help="the depth study (docs/depth.md): layer 0's mean |dL/dW| over many random networks of A to B layers,"
+        f" plain, with shortcut and pre-LN, with fitted per-layer factors (default {outputs.DEFAULT_SWEEP_DEPTHS})",
     )
     learn.add_argument(
         "--sweep-plot",
         metavar="FILE.png",
-        help=f"draw the depth sweep (needs matplotlib; depths {explain.DEFAULT_SWEEP} unless --sweep-depth is given)",
+        help="draw the depth study (needs matplotlib; the --sweep-* flags or their defaults)",
+    )
+    learn.add_argument(
+        "--sweep-seeds",
+        metavar="N",
+        type=int,
+        help=f"random networks per depth in the depth study, seeds --seed onwards (default {outputs.DEFAULT_SWEEP_SEEDS})",
+    )
+    learn.add_argument(
+        "--sweep-widths", metavar="W,W", help=f"the depth study's widths (default {outputs.DEFAULT_SWEEP_WIDTHS})"
     )
     learn.add_argument(
         "--side-by-side", metavar="FILE.html", help="the three implementations in aligned columns (needs pygments)"
@@ -87,12 +97,20 @@ def main(argv=None) -> int:
             gelu=args.gelu,
             dtype=args.dtype,
         )
-        request = outputs.Request(args.explain, args.plot, args.sweep_depth, args.sweep_plot, args.side_by_side)
-        depths = outputs.check(request, weights_file=args.weights)
+        request = outputs.Request(
+            args.explain,
+            args.plot,
+            args.sweep_depth,
+            args.sweep_plot,
+            args.side_by_side,
+            sweep_seeds=args.sweep_seeds,
+            sweep_widths=args.sweep_widths,
+        )
+        sweep = outputs.check(request, weights_file=args.weights)
         if args.save_weights:
             weights.save_weights(args.save_weights, run_inputs.params, run_inputs.x, run_inputs.target)
         report = run(run_inputs)
-        outputs.produce(report, request, run_inputs, depths, frameworks_named=args.frameworks is not None)
+        outputs.produce(report, request, run_inputs, sweep)
     except (InputError, OSError) as err:  # bad input, or a file that could not be written (none is left half-written)
         print(f"compare.py: error: {err}", file=sys.stderr)
         return 2

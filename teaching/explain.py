@@ -20,19 +20,11 @@ path through the layer; only the split of dx into its two terms is done here.
 tests/test_explain.py checks every figure against torch's autograd.
 """
 
-import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from crosscheck.check import mean_abs
-from plumbing.config import InputError
-
-# --sweep-depth: how deep a network may be asked for (a typo of 6400 for 64 should fail at
-# once, not run for an hour) and the range the depth plot uses when none is given.
-MAX_SWEEP_DEPTH = 256
-DEFAULT_SWEEP = "2:16"
 
 
 @dataclass(frozen=True)
@@ -187,108 +179,3 @@ def why_layer0(report: dict) -> list[str]:
             f" to {max(alone):.4g} alone, {min(kept):.4g} to {max(kept):.4g} with the identity path."
         )
     return lines
-
-
-# The depth sweep: the first layer's mean |dL/dW| as the network gets deeper.
-
-
-def parse_depths(text: str) -> range:
-    """'2:32' -> depths 2..32; 'A:B:STEP' takes every STEP-th; 1 <= A <= B <= MAX_SWEEP_DEPTH."""
-    parts = text.split(":")
-    try:
-        numbers = [int(p) for p in parts]
-    except ValueError:
-        numbers = []
-    if len(numbers) not in (2, 3):
-        raise InputError(f"--sweep-depth takes FIRST:LAST or FIRST:LAST:STEP in layers, such as 2:32; got {text!r}")
-    first, last, step = numbers + [1] * (3 - len(numbers))
-    if not 1 <= first <= last <= MAX_SWEEP_DEPTH or step < 1:
-        raise InputError(f"--sweep-depth needs 1 <= FIRST <= LAST <= {MAX_SWEEP_DEPTH} and STEP >= 1; got {text!r}")
-    return range(first, last + 1, step)
-
-
-def sweep_depth(
-    grads_fns: dict, depths, *, width: int, d_out: int, seed: int, gelu_form: str, dtype: str, progress=None
-):
-    """Layer 0's mean |dL/dW| for networks of `depth` layers: depth-1 (width -> width) then (width -> d_out).
-
-    Each depth draws its own weights with torch.manual_seed(seed), so layer 0 starts from
-    the same weights at every depth. Returns {"depths": [...], "values": {framework: {"off": [...],
-    "on": [...]}}}, a value being None where it overflowed to inf or nan (so the JSON stays
-    JSON); `progress(text)` is called before each depth.
-    """
-    from plumbing import weights
-
-    x = weights.default_input(width).astype(dtype)  # (1, width)
-    target = weights.default_target(d_out).astype(dtype)  # (1, d_out)
-    values = {name: {"off": [], "on": []} for name in grads_fns}
-    depths = list(depths)
-    start = time.perf_counter()
-    for k, depth in enumerate(depths):
-        if progress:
-            progress(f"sweep: depth {depth} ({k + 1}/{len(depths)}, {time.perf_counter() - start:.1f} s so far)")
-        params = weights.seeded_params((width,) * depth + (d_out,), seed)
-        params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]
-        for name, fn in grads_fns.items():
-            for key, use_shortcut in (("off", False), ("on", True)):
-                # Deep enough, the activations overflow: that is reported (as None), not warned about.
-                with np.errstate(over="ignore", invalid="ignore"):
-                    result = fn(params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form, dtype=dtype)
-                value = mean_abs(result["dW"][0])
-                values[name][key].append(value if math.isfinite(value) else None)
-    return {"depths": depths, "values": values}
-
-
-def fit_decay(depths, values) -> dict:
-    """Least-squares line through log10(value) against depth; `factor` = 10**slope per added layer.
-
-    Zeros (float underflow) and non-finite values (inf, nan, None) have no logarithm: they
-    are left out, and counted in "left_out". `factor` is None with fewer than two usable points.
-    """
-    d = np.asarray(depths, np.float64)
-    v = np.array([np.nan if value is None else value for value in values], np.float64)
-    usable = np.isfinite(v) & (v > 0)
-    if usable.sum() < 2:
-        return {"factor": None, "points": int(usable.sum()), "left_out": int((~usable).sum())}
-    slope, intercept = np.polyfit(d[usable], np.log10(v[usable]), 1)
-    return {
-        "factor": float(10**slope),
-        "slope": float(slope),
-        "intercept": float(intercept),
-        "points": int(usable.sum()),
-        "left_out": int((~usable).sum()),
-    }
-
-
-def fit_sweep(sweep: dict) -> dict:
-    """fit_decay for every framework and both settings: {framework: {"off": fit, "on": fit}}."""
-    return {
-        name: {key: fit_decay(sweep["depths"], values[key]) for key in ("off", "on")}
-        for name, values in sweep["values"].items()
-    }
-
-
-def format_sweep(sweep: dict, fits: dict) -> str:
-    """The sweep as a table (one column per framework and setting) and the fitted rates."""
-    names = list(sweep["values"])
-    cols = [(n, k) for n in names for k in ("off", "on")]
-    lines = [
-        "Depth sweep: layer 0's mean |dL/dW| against the number of layers (off: without shortcut, on: with)",
-        f"{'depth':>5}" + "".join(f"{f'{n} {k}':>14}" for n, k in cols),
-    ]
-    for j, depth in enumerate(sweep["depths"]):
-        cells = (sweep["values"][n][k][j] for n, k in cols)
-        lines.append(f"{depth:>5}" + "".join(f"{'overflow' if v is None else f'{v:.4g}':>14}" for v in cells))
-    first, last = sweep["depths"][0], sweep["depths"][-1]
-    for name in names:
-        for key, setting in (("off", "without"), ("on", "with")):
-            fit = fits[name][key]
-            if fit["factor"] is None:
-                lines.append(f"{name} {setting} shortcut: fewer than two finite nonzero values, no rate fitted")
-                continue
-            left = f"; {fit['left_out']} zero or overflowed values left out" if fit["left_out"] else ""
-            lines.append(
-                f"{name} {setting} shortcut: layer 0's mean |dL/dW| changes by a factor {fit['factor']:.3g} per added"
-                f" layer (least-squares fit of log10 over depths {first}..{last}, {fit['points']} points{left})"
-            )
-    return "\n".join(lines)

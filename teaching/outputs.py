@@ -1,4 +1,4 @@
-"""compare.py's learning flags: --explain, --plot, the depth sweep and the side-by-side page.
+"""compare.py's learning flags: --explain, --plot, the depth study and the side-by-side page.
 
 `check` runs before any work (bad flags exit 2 with nothing written); `produce` adds the
 figures to the report and writes the pictures and the page, each atomically.
@@ -8,10 +8,20 @@ import os
 import sys
 from dataclasses import dataclass
 
-from plumbing import files, frameworks
+from plumbing import files
 from plumbing.config import SHORTCUT_SETTINGS, InputError
 from plumbing.inputs import Inputs
 from teaching import explain
+
+# The depth study's flags (teaching/depth.py): their defaults, and how far they go. The limits
+# catch typos (6400 for 64) at once instead of after an hour or an out-of-memory kill.
+DEFAULT_SWEEP_DEPTHS = "2:32:2"  # every other depth up to 32: the book's 5 inside, 16 points for each fit
+DEFAULT_SWEEP_WIDTHS = "3,64"  # the book's width, and a wide one
+DEFAULT_SWEEP_SEEDS = 32  # draws per depth; the default study takes about 3 s (docs/depth.md)
+MAX_SWEEP_DEPTH = 256
+MAX_SWEEP_WIDTH = 1024
+MAX_SWEEP_SEEDS = 4096
+MAX_SWEEP_ELEMENTS = 2**27  # seeds x depth x width^2 weights held at once: 512 MiB in float32, as much again for dW
 
 
 @dataclass(frozen=True)
@@ -21,12 +31,69 @@ class Request:
     explain: bool = False
     plot: str | None = None  # FILE.png: per-layer mean |dL/dW|
     sweep_depth: str | None = None  # "A:B[:STEP]"
-    sweep_plot: str | None = None  # FILE.png: the depth sweep
+    sweep_plot: str | None = None  # FILE.png: the depth study
     side_by_side: str | None = None  # FILE.html
+    sweep_seeds: int | None = None  # networks per depth
+    sweep_widths: str | None = None  # "3,64"
 
 
-def check(request: Request, *, weights_file: str | None) -> range | None:
-    """Check the output paths and the sweep's range before any work; returns the sweep's depths or None."""
+@dataclass(frozen=True)
+class Sweep:
+    """The depth study the flags ask for, checked."""
+
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
+    n_seeds: int
+
+
+def parse_depths(text: str) -> tuple[int, ...]:
+    """'2:32' -> depths 2..32; 'A:B:STEP' takes every STEP-th; 1 <= A <= B <= MAX_SWEEP_DEPTH."""
+    parts = text.split(":")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (2, 3):
+        raise InputError(f"--sweep-depth takes FIRST:LAST or FIRST:LAST:STEP in layers, such as 2:32; got {text!r}")
+    first, last, step = numbers + [1] * (3 - len(numbers))
+    if not 1 <= first <= last <= MAX_SWEEP_DEPTH or step < 1:
+        raise InputError(f"--sweep-depth needs 1 <= FIRST <= LAST <= {MAX_SWEEP_DEPTH} and STEP >= 1; got {text!r}")
+    return tuple(range(first, last + 1, step))
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """'3,64' -> (3, 64): distinct widths from 1 to MAX_SWEEP_WIDTH."""
+    try:
+        widths = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or not all(1 <= w <= MAX_SWEEP_WIDTH for w in widths) or len(set(widths)) < len(widths):
+        raise InputError(
+            f"--sweep-widths takes distinct comma-separated widths from 1 to {MAX_SWEEP_WIDTH}, such as 3,64; got {text!r}"
+        )
+    return widths
+
+
+def parse_sweep(request: Request) -> Sweep:
+    """The study's depths, widths and seeds from the flags (the defaults where not given), checked."""
+    depths = parse_depths(request.sweep_depth if request.sweep_depth is not None else DEFAULT_SWEEP_DEPTHS)
+    widths = parse_widths(request.sweep_widths if request.sweep_widths is not None else DEFAULT_SWEEP_WIDTHS)
+    n_seeds = request.sweep_seeds if request.sweep_seeds is not None else DEFAULT_SWEEP_SEEDS
+    if not 1 <= n_seeds <= MAX_SWEEP_SEEDS:
+        raise InputError(
+            f"--sweep-seeds takes a number of networks per depth from 1 to {MAX_SWEEP_SEEDS}; got {n_seeds}"
+        )
+    elements = n_seeds * max(depths) * max(widths) ** 2
+    if elements > MAX_SWEEP_ELEMENTS:
+        raise InputError(
+            f"the depth study would hold {elements:,} weights at once (--sweep-seeds x deepest x widest^2), over"
+            f" {MAX_SWEEP_ELEMENTS:,}; ask for fewer seeds, a smaller width or a shallower depth"
+        )
+    return Sweep(depths, widths, n_seeds)
+
+
+def check(request: Request, *, weights_file: str | None) -> Sweep | None:
+    """Check the output paths and the study's flags before any work; returns the study asked for, or None."""
     from teaching import plots, side_by_side
 
     flags = {"--plot": (request.plot, ".png"), "--sweep-plot": (request.sweep_plot, ".png")}
@@ -41,13 +108,15 @@ def check(request: Request, *, weights_file: str | None) -> range | None:
     paths = [os.path.realpath(path) for _, path, _ in outputs]
     if len(set(paths)) < len(paths):
         raise InputError("--plot, --sweep-plot and --side-by-side must name different files")
-    if request.sweep_depth is None and not request.sweep_plot:
+    sweep_flags = (request.sweep_depth, request.sweep_plot, request.sweep_seeds, request.sweep_widths)
+    if all(flag is None for flag in sweep_flags):
         return None
     if weights_file:
         raise InputError(
-            "--sweep-depth and --sweep-plot draw seeded weights for every depth; leave out --weights (--seed picks them)"
+            "the depth study (--sweep-*) draws seeded weights for every network; leave out --weights"
+            " (--seed picks the first seed)"
         )
-    return explain.parse_depths(request.sweep_depth or explain.DEFAULT_SWEEP)
+    return parse_sweep(request)
 
 
 def layer_series(report: dict) -> list:
@@ -63,8 +132,8 @@ def layer_series(report: dict) -> list:
     return series
 
 
-def produce(report: dict, request: Request, inputs: Inputs, depths, *, frameworks_named: bool) -> None:
-    """Add --explain's and the sweep's figures to the report, and write the pictures and the page."""
+def produce(report: dict, request: Request, inputs: Inputs, sweep: Sweep | None) -> None:
+    """Add --explain's and the depth study's figures to the report, and write the pictures and the page."""
     from teaching import plots, side_by_side
 
     config = inputs.config
@@ -73,32 +142,25 @@ def produce(report: dict, request: Request, inputs: Inputs, depths, *, framework
         report["explain"] = explain.explain(
             inputs.params, inputs.x, inputs.target, settings=settings, gelu_form=config.gelu, dtype=config.dtype
         )
-    if depths is not None:
-        names = [name for name in config.frameworks if name in frameworks.REQUIRES and name != "numerical"]
-        if not frameworks_named and "jax" in names and len(names) > 1:
-            # JAX compiles every depth anew: a default sweep of torch and NumPy takes seconds.
-            names.remove("jax")
-            print("sweep: torch and numpy (add --frameworks torch,jax,numpy to sweep JAX too)", file=sys.stderr)
-        sweep = explain.sweep_depth(
-            {name: frameworks.load(name) for name in names},
-            depths,
-            width=config.layer_sizes[0],
-            d_out=config.layer_sizes[-1],
-            seed=config.seed,
+    if sweep is not None:
+        from teaching import depth
+
+        report["sweep"] = depth.study(
+            sweep.depths,
+            sweep.widths,
+            n_seeds=sweep.n_seeds,
+            first_seed=config.seed,
             gelu_form=config.gelu,
             dtype=config.dtype,
             progress=lambda text: print(text, file=sys.stderr),
         )
-        report["sweep"] = {**sweep, "fits": explain.fit_sweep(sweep)}
     if request.plot:
         figure = plots.layer_gradients_figure(
             layer_series(report), layer_sizes=config.layer_sizes, gelu_form=config.gelu, dtype=config.dtype
         )
         plots.save_png(figure, request.plot)
     if request.sweep_plot:
-        plots.save_png(
-            plots.sweep_figure(report["sweep"], gelu_form=config.gelu, dtype=config.dtype), request.sweep_plot
-        )
+        plots.save_png(plots.depth_study_figure(report["sweep"]), request.sweep_plot)
     if request.side_by_side:
         side_by_side.write_page(request.side_by_side)
 
@@ -109,5 +171,7 @@ def format_learning(report: dict) -> str:
     if "explain" in report:
         parts.append(explain.format_explain(report["explain"]))
     if "sweep" in report:
-        parts.append(explain.format_sweep(report["sweep"], report["sweep"]["fits"]))
+        from teaching import depth
+
+        parts.append(depth.format_study(report["sweep"]))
     return "".join("\n\n" + part for part in parts)

@@ -1,4 +1,4 @@
-"""The pictures: per-layer mean |dL/dW| (the book's Figure 4.12, measured) and the depth sweep.
+"""The pictures: per-layer mean |dL/dW| (the book's Figure 4.12, measured) and the depth study.
 
 matplotlib is an optional extra (`pip install -e ".[plot]"`), imported only when a picture
 is drawn. Figures are built with matplotlib.figure.Figure and the Agg canvas, never pyplot,
@@ -23,6 +23,11 @@ MARKERS = {"torch": ("o", 8), "jax": ("s", 7), "numpy": ("^", 8), "numerical": (
 DODGE_STEP = 0.08  # in layers, between neighbouring series (per-layer plot only)
 COLORS = {False: "tab:red", True: "tab:blue"}  # without shortcut, with shortcut
 SETTING = {False: "without shortcut", True: "with shortcut"}
+# The depth study: two panels side by side, lettered for a slide.
+DEPTH_FIGSIZE_IN = (14.0, 8.0)
+DEPTH_PIXELS = (1400, 800)
+FONT = 13
+VARIANT_COLORS = {"plain": COLORS[False], "shortcut": COLORS[True], "pre-ln": "tab:green"}
 
 
 def require_matplotlib(flag: str) -> None:
@@ -102,46 +107,69 @@ def layer_gradients_figure(series: list[LayerSeries], *, layer_sizes, gelu_form:
     return fig
 
 
-def sweep_figure(sweep: dict, *, gelu_form: str, dtype: str):
-    """The depth sweep (explain.sweep_depth plus "fits") as a plot: layer 0's mean |dL/dW| against depth.
+def fit_label(name: str, fit: dict, draws: int) -> str:
+    """A depth-study line's legend entry: the variant, its per-layer factor with interval, its dead draws of `draws`."""
+    text = name + (
+        f": x{fit['factor']:.3f} per layer [{fit['low']:.3f}, {fit['high']:.3f}]" if fit["factor"] is not None else ""
+    )
+    return text + (f"; {fit['dead']} of {draws} draws dead" if fit["dead"] else "")
 
-    Line labels are "{framework} {without|with} shortcut", with "(k at 0 or overflowed, not
-    shown)" where k values are zero (a log axis has no 0) or None, and "{framework} fit without shortcut: x{factor}
-    per layer" for the fitted line (dashed).
+
+def depth_study_figure(study: dict):
+    """teaching.depth.study as a picture: one column per width.
+
+    Top: layer 0's mean |dL/dW| against depth on a log axis, the median over seeds as a line
+    (label: fit_label) and the 25th to 75th percentile as a band of the same colour. A
+    quartile of exactly 0 (dead draws) has no place on a log axis: the band runs off the
+    bottom there, and a median of 0 breaks the line. Bottom: the share of dead draws per
+    depth, in percent, with the 50% line above which the median is 0.
     """
-    fig, ax = _figure()
-    depths = np.asarray(sweep["depths"], np.float64)
-    for name, values in sweep["values"].items():
-        marker, size = MARKERS.get(name, ("D", 6))
-        for key, use_shortcut in (("off", False), ("on", True)):
-            ys = _loggable(values[key])
-            hidden = int(np.isnan(ys).sum())
-            label = f"{name} {SETTING[use_shortcut]}" + (f" ({hidden} at 0 or overflowed, not shown)" if hidden else "")
+    from matplotlib.figure import Figure
+
+    depths, n_seeds = np.asarray(study["depths"], np.float64), len(study["seeds"])
+    columns = len(study["panels"])
+    fig = Figure(figsize=DEPTH_FIGSIZE_IN, dpi=DPI, layout="constrained")
+    axes = fig.subplots(2, columns, sharex="col", sharey="row", height_ratios=(3, 1), squeeze=False)
+    positive = [
+        v for p in study["panels"] for r in p["variants"].values() for v in r["q25"] + r["q75"] + r["median"] if v > 0
+    ]
+    bottom, top = min(positive, default=1.0) / 10, max(positive, default=1.0) * 10  # a decade of room around each value
+    for column, panel in enumerate(study["panels"]):
+        ax, dead_ax = axes[0, column], axes[1, column]
+        for name, run in panel["variants"].items():
+            color = VARIANT_COLORS.get(name, "tab:gray")
+            # A quartile of 0 is drawn below the axis, so the band visibly runs off the bottom.
+            low = np.where(np.asarray(run["q25"]) > 0, run["q25"], bottom / 10)
+            ax.fill_between(depths, low, _loggable(run["q75"]), color=color, alpha=0.2, linewidth=0)
             ax.plot(
                 depths,
-                ys,
-                marker=marker,
-                markersize=size,
-                fillstyle="none",
-                linestyle="-",
-                linewidth=0.8,
-                color=COLORS[use_shortcut],
-                label=label,
+                _loggable(run["median"]),
+                marker="o",
+                markersize=5,
+                color=color,
+                label=fit_label(name, run["fit"], n_seeds * len(depths)),
             )
-        fit = sweep["fits"][name]["off"]
-        if fit["factor"] is not None:
-            ax.plot(
-                depths,
-                10 ** (fit["intercept"] + fit["slope"] * depths),
-                linestyle="--",
-                linewidth=1,
-                color="gray",
-                label=f"{name} fit without shortcut: x{fit['factor']:.3g} per layer",
+            dead_ax.plot(
+                depths, 100 * np.asarray(run["dead"]) / n_seeds, marker="o", markersize=4, color=color, label=name
             )
-    ax.set_yscale("log")
-    ax.set_xlabel("depth (number of layers; the book's network has 5)")
-    ax.set_ylabel("layer 0: mean |dL/dW|  (log scale)")
-    ax.set_title(f"First layer's weight gradient against depth, {gelu_form} GELU, {dtype}", fontsize=11)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower left", fontsize=9)  # under the shortcut line, left of where the plain line falls
+        dead_ax.axhline(50, color="black", linewidth=0.8, linestyle=":")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom, top)
+        ax.set_title(f"width {panel['width']}: layer sizes ({panel['width']},) x depth + (1,)", fontsize=FONT)
+        ax.legend(loc="upper left", fontsize=FONT - 2)
+        ax.grid(True, which="major", alpha=0.3)
+        dead_ax.set_ylim(-5, 105)
+        dead_ax.set_xlabel("depth (number of layers; the book's network has 5)", fontsize=FONT)
+        dead_ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=FONT - 2)
+        dead_ax.tick_params(labelsize=FONT - 2)
+    axes[0, 0].set_ylabel("layer 0: mean |dL/dW|  (log scale)", fontsize=FONT)
+    axes[1, 0].set_ylabel(f"dead draws, % of {n_seeds}", fontsize=FONT)
+    axes[1, 0].text(depths[0], 52, "above this line the median is 0", fontsize=FONT - 3, va="bottom")
+    fig.suptitle(
+        f"Layer 0's weight gradient against depth: median of {n_seeds} random networks (line), 25th to 75th"
+        f" percentile (band); {study['gelu']} GELU, {study['dtype']}\nper-layer factor: least squares of log10 through"
+        f" the live draws, with a {study['confidence']:.0%} bootstrap interval over seeds",
+        fontsize=FONT,
+    )
     return fig

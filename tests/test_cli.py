@@ -275,11 +275,3 @@ def test_bad_input_from_the_command_line_has_no_traceback():
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-
-
-def test_default_sweep_leaves_jax_out_and_says_so(capsys):
-    """JAX compiles each depth anew; a sweep includes it only when --frameworks names it."""
-    code, out, err = run(["--sweep-depth", "2:3", "--json", "--shortcut", "on"], capsys)
-    assert code == 0
-    assert set(json.loads(out)["sweep"]["values"]) == {"torch", "numpy"}
-    assert "add --frameworks torch,jax,numpy to sweep JAX too" in err

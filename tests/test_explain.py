@@ -7,9 +7,8 @@ import pytest
 from conftest import needs
 
 import compare
-from crosscheck import check
 from plumbing import weights
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, BOOK_WEIGHT_GRAD_MEANS, InputError
+from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, BOOK_WEIGHT_GRAD_MEANS
 from teaching import explain
 
 # float64 throughout the cross-checks: the breakdown repeats NumPy's backward step for
@@ -129,57 +128,3 @@ def test_cli_explain_prints_the_breakdown_and_json_carries_it(capsys):
     assert code == 0 and [r["use_shortcut"] for r in report["explain"]["runs"]] == [True]
     layer0 = report["explain"]["runs"][0]["layers"][-1]
     assert math.isclose(layer0["dW"], report["runs"][0]["frameworks"]["numpy"]["weight_grad_mean_abs"][0], rel_tol=0)
-
-
-# The depth sweep.
-
-
-@pytest.mark.parametrize(
-    "text, depths",
-    [("2:5", [2, 3, 4, 5]), ("1:1", [1]), ("2:10:4", [2, 6, 10]), (f"1:{explain.MAX_SWEEP_DEPTH}", None)],
-    ids=["range", "one-depth", "step", "largest"],
-)
-def test_parse_depths(text, depths):
-    parsed = list(explain.parse_depths(text))
-    assert parsed == (depths if depths is not None else list(range(1, explain.MAX_SWEEP_DEPTH + 1)))
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["5:2", "0:3", "2", "a:b", "2:3:0", "2:3:4:5", f"1:{explain.MAX_SWEEP_DEPTH + 1}", "", "-2:3"],
-    ids=["reversed", "zero", "one-number", "letters", "zero-step", "four-parts", "too-deep", "empty", "negative"],
-)
-def test_parse_depths_rejects(text):
-    with pytest.raises(InputError, match="--sweep-depth"):
-        explain.parse_depths(text)
-
-
-def test_fit_decay_recovers_an_exact_geometric_rate_and_leaves_out_zeros():
-    depths = np.arange(2, 12)
-    values = 3e-3 * 0.2 ** (depths - 2.0)
-    values[[3, 7]] = [0.0, np.inf]  # an underflow and an overflow
-    fit = explain.fit_decay(depths, values)
-    # A least-squares line through exact points: only rounding in log10 and polyfit, ~1e-15.
-    assert math.isclose(fit["factor"], 0.2, rel_tol=1e-12)
-    assert fit["points"] == 8 and fit["left_out"] == 2
-    assert explain.fit_decay([2, 3], [1.0, 0.0])["factor"] is None
-
-
-def test_sweep_values_are_each_frameworks_layer0_mean():
-    """A tiny sweep: each value is mean |dW_0| from that framework's own loss_and_grads, and
-    every depth starts from the same layer-0 weights (torch.manual_seed(seed) each time)."""
-    fns = {"numpy": needs("numpy"), "torch": needs("torch")}
-    sweep = explain.sweep_depth(fns, [1, 2, 3], width=3, d_out=1, seed=BOOK_SEED, gelu_form="tanh", dtype="float64")
-    assert sweep["depths"] == [1, 2, 3]
-    for k, depth in enumerate(sweep["depths"]):
-        params = weights.seeded_params((3,) * depth + (1,), BOOK_SEED)
-        if depth > 1:  # (depth 1 is a single 3 -> 1 layer)
-            np.testing.assert_array_equal(params[0][0], weights.seeded_params((3, 3), BOOK_SEED)[0][0])
-        for name, fn in fns.items():
-            for key, use_shortcut in (("off", False), ("on", True)):
-                r = fn(params, BOOK_X, BOOK_TARGET, use_shortcut=use_shortcut, gelu_form="tanh", dtype="float64")
-                assert sweep["values"][name][key][k] == check.mean_abs(r["dW"][0])
-    # Depth 1 is one 3 -> 1 layer: no shortcut can be taken, so both settings agree.
-    assert sweep["values"]["numpy"]["off"][0] == sweep["values"]["numpy"]["on"][0]
-    text = explain.format_sweep(sweep, explain.fit_sweep(sweep))
-    assert "numpy without shortcut: layer 0's mean |dL/dW| changes by a factor" in text

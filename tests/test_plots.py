@@ -9,7 +9,7 @@ import pytest
 from conftest import needs
 
 import compare
-from teaching import explain, outputs, plots
+from teaching import outputs, plots
 
 pytest.importorskip("matplotlib", reason='the plots need matplotlib: pip install -e ".[plot]"')
 
@@ -63,36 +63,65 @@ def test_layer_plot_is_a_png_of_the_promised_size_with_the_reported_numbers(tmp_
         np.testing.assert_array_equal(lines[f"book {setting}"].get_ydata(), r["book"]["values"])
 
 
-def test_sweep_plot_carries_the_sweep_and_its_fitted_line(tmp_path, capsys):
+SMALL_STUDY = ["--sweep-depth", "2:4", "--sweep-seeds", "3", "--sweep-widths", "3,4", "--frameworks", "numpy"]
+
+
+def test_depth_study_plot_carries_the_studys_numbers(tmp_path, capsys):
     path = tmp_path / "depth.png"
-    code, out, err = run(["--sweep-depth", "2:4", "--sweep-plot", str(path), "--frameworks", "numpy"], capsys)
+    code, out, err = run([*SMALL_STUDY, "--sweep-plot", str(path), "--json"], capsys)
     assert code == 0, err
-    assert png_size(path) == plots.PIXELS
-    assert "sweep: depth 4 (3/3" in err  # progress goes to stderr
-    assert "numpy without shortcut: layer 0's mean |dL/dW| changes by a factor" in out
+    assert png_size(path) == plots.DEPTH_PIXELS
+    assert "depth study: width 4, depth 4" in err  # progress goes to stderr
+    study = json.loads(out)["sweep"]
+    assert study["depths"] == [2, 3, 4] and study["widths"] == [3, 4] and study["seeds"] == [123, 124, 125]
 
-    sweep = explain.sweep_depth(
-        {"numpy": needs("numpy")}, [2, 3, 4], width=3, d_out=1, seed=123, gelu_form="tanh", dtype="float32"
-    )
-    sweep["fits"] = explain.fit_sweep(sweep)
-    lines = lines_by_label(plots.sweep_figure(sweep, gelu_form="tanh", dtype="float32"))
-    np.testing.assert_array_equal(lines["numpy without shortcut"].get_ydata(), sweep["values"]["numpy"]["off"])
-    np.testing.assert_array_equal(lines["numpy with shortcut"].get_xdata(), [2, 3, 4])
-    fit = sweep["fits"]["numpy"]["off"]
-    fitted = lines[f"numpy fit without shortcut: x{fit['factor']:.3g} per layer"].get_ydata()
-    np.testing.assert_allclose(fitted, 10 ** (fit["intercept"] + fit["slope"] * np.array([2, 3, 4])), rtol=1e-15)
-    for value in sweep["values"]["numpy"]["off"]:
-        assert f"{value:.4g}" in out  # the table prints what the picture shows
+    figure = plots.depth_study_figure(study)
+    for column, panel in enumerate(study["panels"]):
+        ax, dead_ax = figure.axes[column], figure.axes[len(study["panels"]) + column]
+        assert f"width {panel['width']}" in ax.get_title()
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        dead_lines = {line.get_label(): line for line in dead_ax.get_lines()}
+        assert len(ax.collections) == len(panel["variants"])  # one band per variant
+        for (name, r), band in zip(panel["variants"].items(), ax.collections):
+            line = lines[plots.fit_label(name, r["fit"], 3 * 3)]
+            np.testing.assert_array_equal(line.get_xdata(), [2, 3, 4])
+            np.testing.assert_array_equal(line.get_ydata(), r["median"])
+            # The band's outline runs along the 75th percentiles and back along the 25th.
+            edge = band.get_paths()[0].vertices[:, 1]
+            assert set(r["q75"]) <= set(edge) and set(r["q25"]) <= set(edge)
+            np.testing.assert_array_equal(dead_lines[name].get_ydata(), 100 * np.array(r["dead"]) / 3)
+
+    text = outputs.format_learning({"sweep": study})  # what compare.py prints after the report
+    for panel in study["panels"]:
+        for name, r in panel["variants"].items():
+            assert f"{r['median'][-1]:.2e} [{r['q25'][-1]:.2e}, {r['q75'][-1]:.2e}]" in text  # the table, as drawn
+            assert f"{name}: x{r['fit']['factor']:.3f} per layer" in text
 
 
-def test_zero_and_overflowed_values_break_the_line_and_are_counted_in_the_label():
-    sweep = {"depths": [2, 3, 4, 5], "values": {"numpy": {"off": [1e-3, 1e-4, 1e-5, 0.0], "on": [0.5, 0.0, 0.7, None]}}}
-    sweep["fits"] = explain.fit_sweep(sweep)
-    lines = lines_by_label(plots.sweep_figure(sweep, gelu_form="tanh", dtype="float32"))
-    shown = lines["numpy with shortcut (2 at 0 or overflowed, not shown)"].get_ydata()
-    np.testing.assert_array_equal(shown, [0.5, np.nan, 0.7, np.nan])
-    row5 = [line for line in explain.format_sweep(sweep, sweep["fits"]).splitlines() if line.startswith("    5 ")]
-    assert row5 == [f"    5{0:>14}{'overflow':>14}"]
+def made_up_study(medians, q25s, dead) -> dict:
+    """A one-width study by hand: 4 seeds at depths 2..5, one variant."""
+    fit = {"factor": 1.5, "low": 1.25, "high": 1.75, "dead": sum(dead)}
+    run = {"median": medians, "q25": q25s, "q75": [2 * m + 1 for m in medians], "dead": dead, "fit": fit}
+    return {
+        "depths": [2, 3, 4, 5],
+        "seeds": [0, 1, 2, 3],
+        "gelu": "tanh",
+        "dtype": "float32",
+        "confidence": 0.95,
+        "panels": [{"width": 3, "variants": {"shortcut": run}}],
+    }
+
+
+def test_dead_draws_break_the_line_run_the_band_off_the_axis_and_are_counted():
+    study = made_up_study(medians=[0.5, 0.25, 0.0, 2.0], q25s=[0.25, 0.0, 0.0, 1.0], dead=[0, 2, 3, 1])
+    figure = plots.depth_study_figure(study)
+    ax = figure.axes[0]
+    (line,) = ax.get_lines()
+    assert line.get_label() == "shortcut: x1.500 per layer [1.250, 1.750]; 6 of 16 draws dead"
+    np.testing.assert_array_equal(line.get_ydata(), [0.5, 0.25, np.nan, 2.0])  # a median of 0 breaks the line
+    edge = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert edge.min() < ax.get_ylim()[0]  # a 25th percentile of 0 is drawn below the axis
+    np.testing.assert_array_equal(figure.axes[1].get_lines()[0].get_ydata(), [0, 50, 75, 25])
 
 
 BAD = {
@@ -100,8 +129,16 @@ BAD = {
     "no-folder": (["--plot", "{tmp}/missing/x.png"], "does not exist"),
     "a-folder": (["--sweep-plot", "{tmp}/d.png"], "is a directory"),
     "same-file": (["--plot", "{tmp}/x.png", "--sweep-plot", "{tmp}/x.png"], "must name different files"),
-    "bad-range": (["--sweep-depth", "9:3"], "--sweep-depth needs 1 <= FIRST <= LAST"),
+    "empty-range": (["--sweep-depth", "9:3", "--sweep-plot", "{tmp}/x.png"], "--sweep-depth needs 1 <= FIRST <= LAST"),
     "bad-syntax": (["--sweep-depth", "2-9", "--plot", "{tmp}/x.png"], "--sweep-depth takes FIRST:LAST"),
+    "float-depth": (["--sweep-depth", "2:8.5", "--sweep-plot", "{tmp}/x.png"], "--sweep-depth takes FIRST:LAST"),
+    "too-deep": (["--sweep-depth", "2:1000"], "--sweep-depth needs 1 <= FIRST <= LAST <= 256"),
+    "zero-seeds": (["--sweep-seeds", "0", "--sweep-plot", "{tmp}/x.png"], "--sweep-seeds takes a number"),
+    "float-seeds": (["--sweep-seeds", "2.5", "--sweep-plot", "{tmp}/x.png"], "invalid int value: '2.5'"),
+    "bad-widths": (["--sweep-widths", "3,x", "--sweep-plot", "{tmp}/x.png"], "--sweep-widths takes distinct"),
+    "empty-widths": (["--sweep-widths", "", "--sweep-plot", "{tmp}/x.png"], "--sweep-widths takes distinct"),
+    "twice-a-width": (["--sweep-widths", "3,3"], "--sweep-widths takes distinct"),
+    "too-big": (["--sweep-widths", "1024", "--sweep-depth", "2:256"], "would hold 8,589,934,592 weights"),
     "with-weights": (["--sweep-depth", "2:3", "--weights", "fixtures/book_seed123.safetensors"], "leave out --weights"),
 }
 
