@@ -6,7 +6,9 @@ the version that shows what `jit(grad(loss))` does. Flax keeps a kernel as (d_in
 the transpose of torch's weight; the one transposition is in `loss_and_grads`.
 """
 
+import itertools
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,7 @@ from flax import nnx
 GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gimpel, 2016)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float: JAX applies it in the array's dtype
 SQRT_1_OVER_2 = math.sqrt(0.5)
+SCAN_MIN_LAYERS = 8  # a run of this many equal layers is stacked and scanned (scan_layers says why)
 
 
 def gelu(x: jax.Array, form: str) -> jax.Array:
@@ -43,28 +46,60 @@ class GELU(nnx.Module):
 
 
 class ExampleDeepNeuralNetwork(nnx.Module):
-    """Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match."""
+    """Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match.
+
+    self.layers[j] holds run_lengths[j] of the book's layers: one, or a run of SCAN_MIN_LAYERS
+    or more equal layers made at once by nnx.vmap, every parameter stacked: kernel (L, d, d), bias (L, d).
+    """
 
     def __init__(self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str, *, dtype, rngs):
         self.use_shortcut = use_shortcut
-        # HIGHEST: float32 matmuls in full float32 on every backend (no TF32/bf16 passes on a GPU).
-        self.layers = nnx.List(
-            nnx.Sequential(
-                nnx.Linear(d_in, d_out, param_dtype=dtype, precision=jax.lax.Precision.HIGHEST, rngs=rngs),
-                GELU(gelu_form),
-            )
-            for d_in, d_out in zip(layer_sizes[:-1], layer_sizes[1:])
-        )
+
+        def layer(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Sequential:
+            # HIGHEST: float32 matmuls in full float32 on every backend (no TF32/bf16 passes on a GPU).
+            linear = nnx.Linear(d_in, d_out, param_dtype=dtype, precision=jax.lax.Precision.HIGHEST, rngs=rngs)
+            return nnx.Sequential(linear, GELU(gelu_form))
+
+        layers, run_lengths = [], []
+        for (d_in, d_out), run in itertools.groupby(zip(layer_sizes[:-1], layer_sizes[1:])):
+            count = len(list(run))  # consecutive layers of one shape
+            if count >= SCAN_MIN_LAYERS:
+                layers.append(nnx.vmap(partial(layer, d_in, d_out))(rngs.split(count)))
+                run_lengths.append(count)
+            else:
+                layers += [layer(d_in, d_out, rngs) for _ in range(count)]
+                run_lengths += [1] * count
+        self.layers, self.run_lengths = nnx.List(layers), tuple(run_lengths)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x (..., sizes[0]) -> (..., sizes[-1])."""
-        for layer in self.layers:
-            layer_output = layer(x)  # (..., d_out)
-            if self.use_shortcut and x.shape == layer_output.shape:
-                x = x + layer_output  # the shortcut: the input joins the output
-            else:
-                x = layer_output
+        for layer, count in zip(self.layers, self.run_lengths):
+            x = self.apply_layer(layer, x) if count == 1 else self.scan_layers(layer, x)
         return x
+
+    def apply_layer(self, layer: nnx.Sequential, x: jax.Array) -> jax.Array:
+        """The book's loop body: x (..., d_in) -> (..., d_out)."""
+        layer_output = layer(x)  # (..., d_out)
+        if self.use_shortcut and x.shape == layer_output.shape:
+            return x + layer_output  # the shortcut: the input joins the output
+        return layer_output
+
+    def scan_layers(self, stacked: nnx.Sequential, x: jax.Array) -> jax.Array:
+        """apply_layer with each layer of a stacked run in turn, x (..., d) -> (..., d).
+
+        Why: jit unrolls a Python loop. At width 1 XLA makes each matmul an elementwise multiply, and
+        its fusion pass copies the backward's chain of them into every layer's gradient: a program
+        quadratic in depth (docs/jax-depth.md). nnx.scan compiles one layer, whatever the depth. remat
+        keeps each layer's matmul output and recomputes its GELU in the backward: scan alone stores
+        every intermediate of every layer and runs about 2x slower than the loop.
+        """
+
+        @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
+        @nnx.remat(policy=jax.checkpoint_policies.dots_saveable)
+        def step(layer, x):  # layer: one slice of the stack, kernel (d, d), bias (d,)
+            return self.apply_layer(layer, x)
+
+        return step(stacked, x)
 
 
 def mse_loss(output: jax.Array, target: jax.Array) -> jax.Array:
@@ -99,20 +134,21 @@ def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
         model = nnx.eval_shape(
             lambda: ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form, dtype=jdtype, rngs=nnx.Rngs(0))
         )
-        for layer, (W, b) in zip(model.layers, params):
+        book_layers = iter(params)
+        for layer, count in zip(model.layers, model.run_lengths):
+            Ws, bs = zip(*itertools.islice(book_layers, count))  # the book's layers this entry holds
+            kernels = np.stack([np.asarray(W).T for W in Ws])  # (L, d_in, d_out): torch (out, in) -> Flax (in, out)
             linear = layer.layers[0]
-            linear.kernel = nnx.Param(jnp.asarray(np.asarray(W).T, jdtype))  # torch (out, in) -> Flax (in, out)
-            linear.bias = nnx.Param(jnp.asarray(b, jdtype))
+            linear.kernel = nnx.Param(jnp.asarray(kernels if count > 1 else kernels[0], jdtype))
+            linear.bias = nnx.Param(jnp.asarray(np.stack(bs) if count > 1 else bs[0], jdtype))
         graphdef, model_params = nnx.split(model, nnx.Param)
         x, target = jnp.asarray(x, jdtype), jnp.asarray(target, jdtype)
 
         (loss, output), (dparams, dx) = grad_fn(model_params, graphdef, x, target)
 
-        dlayers = nnx.to_pure_dict(dparams)["layers"]
-        return {
-            "loss": np.asarray(loss),
-            "output": np.asarray(output),
-            "dW": [np.asarray(dlayers[i]["layers"][0]["kernel"]).T for i in range(len(params))],  # back to (out, in)
-            "db": [np.asarray(dlayers[i]["layers"][0]["bias"]) for i in range(len(params))],
-            "dx": np.asarray(dx),
-        }
+        dlayers, dW, db = nnx.to_pure_dict(dparams)["layers"], [], []
+        for j, count in enumerate(model.run_lengths):
+            dkernel, dbias = np.asarray(dlayers[j]["layers"][0]["kernel"]), np.asarray(dlayers[j]["layers"][0]["bias"])
+            dW += [k.T for k in dkernel.reshape(count, *dkernel.shape[-2:])]  # (L, in, out) -> L of (out, in)
+            db += list(dbias.reshape(count, -1))  # (L, out) -> L of (out,)
+        return {"loss": np.asarray(loss), "output": np.asarray(output), "dW": dW, "db": db, "dx": np.asarray(dx)}

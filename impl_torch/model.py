@@ -5,6 +5,7 @@ and `layers.{i}.0.bias` (d_out,), so a book reader's print_gradients loop works 
 """
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -13,10 +14,6 @@ from torch import nn
 GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gimpel, 2016)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float: torch applies it in the tensor's dtype
 SQRT_1_OVER_2 = math.sqrt(0.5)
-
-# float32 matmuls in full float32: no TF32, so a run on a GPU agrees with the CPU.
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
 
 
 def gelu(x: torch.Tensor, form: str) -> torch.Tensor:
@@ -70,6 +67,20 @@ def mse_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean((output - target) ** 2)
 
 
+@contextmanager
+def full_float32_matmuls():
+    """float32 matmuls in full float32 (no TF32), so a run on a GPU agrees with the CPU.
+
+    The flags are process-wide: set for the length of the block and put back after, never at import.
+    """
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
     """The common entry point: loss, output and every gradient, as NumPy arrays.
 
@@ -79,17 +90,22 @@ def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
     """
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     sizes = [params[0][0].shape[1]] + [W.shape[0] for W, _ in params]
-    model = ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form).to(torch_dtype)
-    with torch.no_grad():
-        for layer, (W, b) in zip(model.layers, params):
-            layer[0].weight.copy_(torch.from_numpy(np.asarray(W)))
-            layer[0].bias.copy_(torch.from_numpy(np.asarray(b)))
+    # On the meta device nn.Linear allocates nothing and draws no random init: the caller's torch
+    # RNG is untouched. The shared weights then take the parameters' place, by the book's names.
+    with torch.device("meta"):
+        model = ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form)
+    weights = {}
+    for i, (W, b) in enumerate(params):
+        weights[f"layers.{i}.0.weight"] = torch.tensor(np.asarray(W), dtype=torch_dtype)  # (d_out, d_in)
+        weights[f"layers.{i}.0.bias"] = torch.tensor(np.asarray(b), dtype=torch_dtype)  # (d_out,)
+    model.load_state_dict(weights, assign=True)
     x = torch.tensor(np.asarray(x), dtype=torch_dtype, requires_grad=True)
     target = torch.tensor(np.asarray(target), dtype=torch_dtype)
 
-    output = model(x)
-    loss = mse_loss(output, target)
-    loss.backward()
+    with full_float32_matmuls():
+        output = model(x)
+        loss = mse_loss(output, target)
+        loss.backward()
 
     return {
         "loss": loss.detach().numpy(),
