@@ -1,47 +1,264 @@
-"""Each element's measured magnitude: the size of the terms it is summed from, for the noise floor."""
+"""Each element's rounding-error bound, measured in float64 through an implementation's entry point.
+
+Two implementations of the same network differ only by rounding, and rounding has a size that
+floating-point error analysis predicts from how an element was computed: the precision, the
+length of the sums behind it and the size of their terms, carried through the layers.
+`sensitivity` measures that size for every element of every tensor, in units of the unit
+roundoff u (2^-24 in float32, 2^-53 in float64); crosscheck.check.compare allows two
+implementations to differ by 2 u times it (each may be off by the bound, in opposite
+directions). docs/tolerances.md derives each term and shows, measured, that it holds at size.
+
+Nothing here computes the network: every figure comes from calls to an implementation's
+loss_and_grads in float64, on the run's inputs, on perturbed copies of them and on groups of
+the batch's rows. Per element e, in units of u:
+
+    bound(e) = |e|              the element's own final rounding
+             + propagated(e)    every rounding behind it, through the layers: perturbed runs
+             + batch(e)         dW, db and the loss: their own sum over the rows
+
+propagated: by backward error analysis, a dot product of length d computed in floating point
+is the exact one of operands perturbed by at most u per rounding along the sum, and an
+elementwise step is one more rounding. So each run multiplies every weight and bias of layer i
+by (1 + PERTURBATION a_i r), r standard normal, with a_i^2 = (d_in + d_out + 5) / 2 + ELEMENTWISE:
+a sum of d terms rounds d - 1 times into partial sums whose squared size adds up to about
+(d + 2) / 2 times its terms' (forward: d_in + 1 terms with the bias; backward dx = dz W: d_out),
+and ELEMENTWISE more roundings come from the GELU, its derivative and the shortcut. The target
+is moved so that output - target moves by ELEMENTWISE roundings too: the last layer's backward
+steps have no layer above whose weights stand in for them. An element's move per unit PERTURBATION is a draw of
+its rounding error as that model makes it, however deep the network: a rounding in layer i
+reaches the element through the same derivatives as a nudge to layer i's weights. Half the
+runs nudge the whole batch alike, as identical rows round alike; the other half run GROUPS
+random groups of rows, each with its own nudge, as distinct rows round independently: a dW
+element that cancels over the rows moves by far less under one shared nudge than its rows'
+independent roundings add up to. propagated = TAIL times the root-mean-square move: of all the
+runs for a per-row element, and for a batch sum the larger of the shared runs' and the grouped
+runs' (the groups' squared moves added).
+
+batch: dW = dz^T x, db = sum(dz) and the loss add n rows' terms t_k = mu + eta_k (mu their mean,
+S = n mu the element). In any order of summation the error is a sum over the n - 1 additions of
+delta_j s_j, |delta_j| <= u, s_j a partial sum, and over any summation tree the partial sums hold
+n(n + 1)/2 - 1 terms in all, most for one row after another. The mean's share is bounded outright,
+|S| ((n + 1)/2 - 1/n), since identical rows round the same way at every addition: the error grows
+with n and is not random (5.7e-5 relative in float32 for the book's weights on 4096 identical rows).
+The fluctuations eta are bounded as Higham and Mary's probabilistic analysis does,
+TAIL sigma_eta sqrt(n(n + 1)/2 - 1), sigma_eta measured from the groups. Rounding the products
+adds |S| + n sigma_eta. The loss's terms are squares, never negative: its bound is deterministic,
+n_out |loss| for n_out output elements.
+
+Last, every element's bound is at least its tensor's root-mean-square bound. Backward error
+analysis needs steps that are backward stable, and the tanh GELU is not below its minimum:
+where 1 + tanh(...) cancels, its value carries an error of about u |z| and its derivative one of
+about u times the incoming gradient, however small the exact values, and no nudge to the inputs
+reproduces them (the exact function is flat there; in float64 a unit far enough down is exactly
+0 and moves under no nudge at all). XLA's tanh, off by up to 4.3 u in float32 (5.7 u in
+float64) where |tanh| nears 1, against 1 u for NumPy's and torch's (docs/tolerances.md), makes
+the most of it. Such an element is made of terms of its tensor's typical size and carries
+rounding of that size, which the tensor's typical bound covers.
+"""
 
 import numpy as np
 
-from crosscheck import check as checking
+from crosscheck import contract
 
-# `sensitivity`'s relative nudge to every input: small enough that the gradients move
-# linearly (second-order terms ~1e-18), large enough that float64 rounding (~1e-16 of the
-# terms) is 1e-7 of the move it measures.
-SENSITIVITY_DELTA = 2.0**-30
+# The relative nudge that measures derivatives: small enough that every element moves
+# linearly (second-order terms ~ 2^-60 relative), large enough that float64 rounding
+# (~2^-53 of the terms) is 2^-23 of the move it measures.
+PERTURBATION = 2.0**-30
+# Roundings per activation outside the two dot products, each up to u: the tanh GELU's forward
+# is 8 operations (tanh counted as one: it is good to about an ulp), its derivative 9, the
+# product with the incoming gradient 1, and the shortcut's addition 1 each way. (The exact
+# form's erf and exp count about the same.)
+ELEMENTWISE = 20
+# Standard deviations allowed. Hoeffding-Azuma for a sum of independent roundings bounded by u:
+# P(|error| > TAIL u sqrt(sum s_j^2)) <= 2 exp(-TAIL^2 / 2) = 5e-11 per element for TAIL = 7, so
+# 1e7 elements (16384 rows x 1024 wide, twice) still miss less than once in a thousand runs.
+TAIL = 7.0
+# Perturbed float64 runs, half shared and half grouped. A per-row element (output, dx) sees all
+# of them: the root-mean-square of 8 moves is within a factor 2 of their standard deviation 98%
+# of the time, and where it falls short the tensor's floor (module docstring) takes over. A batch
+# sum's grouped estimate averages DRAWS / 2 * GROUPS squared moves.
+DRAWS = 8
+# Random groups of rows: GROUPS - 1 = 15 degrees of freedom for sigma_eta (within 20% typically),
+# and all the groups together cost one float64 run of the batch.
+GROUPS = 16
 
 
-def sensitivity(loss_and_grads, params, x, target, *, use_shortcut: bool, gelu_form: str, draws: int = 4) -> dict:
-    """The size of the terms each element is summed from, measured in float64.
+def sensitivity(
+    loss_and_grads, params, x, target, *, use_shortcut: bool, gelu_form: str, draws: int = DRAWS, groups: int = GROUPS
+) -> dict:
+    """Each element's rounding-error bound in units of u, measured with float64 runs of `loss_and_grads`.
 
-    Every input (each weight, bias, input and target element) is multiplied by
-    (1 + SENSITIVITY_DELTA r), r uniform in [-1, 1], `draws` times with a fixed seed, and each
-    element's largest move is divided by SENSITIVITY_DELTA. An element computed as a sum of terms of size m moves
-    by about m DELTA, however much the terms cancel, so this is the size of the terms it is
-    summed from: the scale its float rounding noise is a few ulps of. Returns a result-like
-    dict, {"loss", "output", "dW", "db", "dx"}, of those magnitudes.
+    params: [(W (d_out, d_in), b (d_out,)), ...]; x (..., sizes[0]); target broadcastable to
+    the output (..., sizes[-1]). Returns a result-like dict of the bounds, {"loss": (),
+    "output": (..., d_out), "dW": [(d_out, d_in)], "db": [(d_out,)], "dx": (..., d_in)}, the
+    sum of `error_terms`'s three parts. crosscheck.check.compare(results, dtype, this) allows
+    two implementations to differ by 2 u times it.
     """
-    rng = np.random.default_rng(0)  # fixed: the same inputs always get the same floor
+    parts = error_terms(
+        loss_and_grads, params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form, draws=draws, groups=groups
+    )
+    return tensor_floor(combine(*parts.values()))
 
-    def run(perturb):
-        ps = [(perturb(W), perturb(b)) for W, b in params]
-        return checking.tensors(
-            loss_and_grads(
-                ps, perturb(x), perturb(target), use_shortcut=use_shortcut, gelu_form=gelu_form, dtype="float64"
-            )
-        )
 
-    as64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
-    base = run(as64)
-    moved = [np.zeros(np.shape(t)) for _, _, t in base]
-    for _ in range(draws):
-        shifted = run(lambda a: as64(a) * (1 + SENSITIVITY_DELTA * rng.uniform(-1, 1, np.shape(a))))
-        for m, (_, _, t0), (_, _, t1) in zip(moved, base, shifted):
-            np.maximum(m, np.abs(as64(t1) - as64(t0)) / SENSITIVITY_DELTA, out=m)
-    n = len(params)
+def tensor_floor(bound: dict) -> dict:
+    """Each element's bound, at least its tensor's root-mean-square bound (module docstring)."""
+
+    def floor(b):
+        b = np.asarray(b, np.float64)
+        return np.maximum(b, np.sqrt(np.mean(b**2))) if b.size else b
+
+    return {key: [floor(b) for b in value] if isinstance(value, list) else floor(value) for key, value in bound.items()}
+
+
+def error_terms(
+    loss_and_grads, params, x, target, *, use_shortcut: bool, gelu_form: str, draws: int = DRAWS, groups: int = GROUPS
+) -> dict[str, dict]:
+    """The bound's three parts, each a result-like dict in units of u (module docstring):
+    "own" |e|, "propagated" (perturbed runs) and "batch" (the sum over rows: dW, db, loss).
+    Where the implementation returns the optional dy and dz (docs/contract.md), they get bounds too."""
+    params = [(np.asarray(W, np.float64), np.asarray(b, np.float64)) for W, b in params]
+    x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
+    batch = Batch(loss_and_grads, params, x, target, use_shortcut, gelu_form, groups)
+    propagated = propagated_rounding(batch, draws)
+    own = [np.abs(t) for t in batch.base]
+    parts = {"own": own, "propagated": propagated, "batch": batch_rounding(batch)}
+    return {name: as_result(batch.names, terms) for name, terms in parts.items()}
+
+
+class Batch:
+    """The run's inputs as rows, float64 runs of the whole batch or of one group of its rows,
+    and the unperturbed results (tensors in crosscheck.contract.tensors order: dy and dz where given)."""
+
+    def __init__(self, loss_and_grads, params, x, target, use_shortcut: bool, gelu_form: str, groups: int):
+        self.fn, self.params, self.x, self.target = loss_and_grads, params, x, target
+        self.kw = {"use_shortcut": use_shortcut, "gelu_form": gelu_form, "dtype": "float64"}
+        d_in, d_out = x.shape[-1], params[-1][0].shape[0]
+        self.n = int(np.prod(x.shape[:-1], dtype=np.int64))
+        self.n_out = self.n * d_out
+        self.rows_x = x.reshape(self.n, d_in)  # (n, d_in)
+        self.rows_t = np.broadcast_to(target, x.shape[:-1] + (d_out,)).reshape(self.n, d_out)  # (n, d_out)
+        self.rng = np.random.default_rng(0)  # fixed: the same inputs always get the same bound
+        listed = contract.tensors(loss_and_grads(params, x, target, **self.kw))
+        self.names = [name for name, _, _ in listed]
+        self.base = [np.asarray(t, np.float64) for _, _, t in listed]
+        # Per-row tensors have a row per input row; the others (loss, dW, db) sum over the rows.
+        per_row = ("output", "input")
+        self.per_row = [k for k, name in enumerate(self.names) if name in per_row or name.endswith((".dy", ".dz"))]
+        self.residual = self.base[1].reshape(self.n, d_out) - self.rows_t  # (n, d_out): output - target
+        self.split = np.array_split(self.rng.permutation(self.n), min(groups, self.n)) if self.n > 1 else []
+        self.shares = [self.group(params, rows) for rows in self.split]
+
+    def run(self, params, x, target) -> list[np.ndarray]:
+        return [np.asarray(t, np.float64) for _, _, t in contract.tensors(self.fn(params, x, target, **self.kw))]
+
+    def group(self, params, rows, target=None) -> list[np.ndarray]:
+        """One group's tensors. Its gradients are of its own mean loss; len(rows)/n makes the
+        loss, dW and db its share of the batch's (per-row tensors are left as they are)."""
+        t = self.rows_t[rows] if target is None else target
+        result = self.run(params, self.rows_x[rows], t)
+        share = len(rows) / self.n
+        return [a if k in self.per_row else a * share for k, a in enumerate(result)]
+
+
+def nudged(batch: Batch, rows=None):
+    """(params, target) nudged as the module docstring says; the target of `rows` only.
+
+    The target is moved so that output - target, which the loss's gradient is proportional
+    to, moves by ELEMENTWISE roundings: the last layer's backward steps have no layer above
+    whose weights stand in for them, as every other layer's have."""
+
+    def nudge(a, scale):
+        return a * (1 + PERTURBATION * scale * batch.rng.standard_normal(a.shape))
+
+    amplitude = [np.sqrt((W.shape[0] + W.shape[1] + 5) / 2 + ELEMENTWISE) for W, _ in batch.params]
+    params = [(nudge(W, a), nudge(b, a)) for (W, b), a in zip(batch.params, amplitude)]
+    picked = slice(None) if rows is None else rows
+    residual = batch.residual[picked]  # (rows, d_out): output - target
+    target = batch.rows_t[picked] - (nudge(residual, np.sqrt(ELEMENTWISE)) - residual)  # (rows, d_out)
+    return params, target if rows is not None else target.reshape(batch.base[1].shape)
+
+
+def propagated_rounding(batch: Batch, draws: int) -> list[np.ndarray]:
+    """TAIL times each element's measured rounding spread (module docstring), per unit PERTURBATION.
+
+    Shared runs: the whole batch under one nudge. Grouped runs (more than one row): each group
+    under its own nudge. A per-row element (output, dx) takes the root-mean-square of its moves
+    over all the runs; a batch sum (loss, dW, db) the larger of its shared runs' root-mean-square
+    move and the grouped runs' mean of the groups' summed squared moves, square-rooted."""
+    base, per_row = batch.base, batch.per_row
+    grouped = draws // 2 if batch.split else 0
+    shared = [np.zeros(t.shape) for t in base]  # sums of squared moves
+    independent = [np.zeros(t.shape) for t in base]
+    for _ in range(draws - grouped):
+        params, target = nudged(batch)
+        for m, t0, t1 in zip(shared, base, batch.run(params, batch.x, target)):
+            m += ((t1 - t0) / PERTURBATION) ** 2
+    for _ in range(grouped):
+        for rows, share in zip(batch.split, batch.shares):
+            params, target = nudged(batch, rows)
+            for k, (t0, t1) in enumerate(zip(share, batch.group(params, rows, target))):
+                move = (t1 - t0) / PERTURBATION
+                if k in per_row:  # the group's rows, in their places among all the rows
+                    shared[k].reshape(batch.n, -1)[rows] += move**2
+                else:
+                    independent[k] += move**2
+    spread = [np.sqrt(m / draws) for m in shared]
+    for k in range(len(base)):
+        if k not in per_row:
+            spread[k] = np.maximum(np.sqrt(shared[k] / (draws - grouped)), np.sqrt(independent[k] / max(grouped, 1)))
+    return [TAIL * m for m in spread]
+
+
+def batch_rounding(batch: Batch) -> list[np.ndarray]:
+    """The sum over rows behind dW, db and the loss (module docstring); zeros for the per-row
+    output and dx, and for dW and db when there is one row."""
+    terms = [np.zeros(t.shape) for t in batch.base]
+    terms[0] = batch.n_out * np.abs(batch.base[0])  # the loss: n_out squares, none negative
+    if not batch.split:
+        return terms
+    n = batch.n
+    sizes = np.array([len(rows) for rows in batch.split], np.float64)
+    for k in (k for k in range(1, len(terms)) if k not in batch.per_row):  # dW and db of every layer
+        parts = np.stack([share[k] for share in batch.shares])  # (groups, *dW or db's shape)
+        # The shares add up to the batch's element (to float64 rounding) when the loss is a mean
+        # over rows; from the shares, the statistics are those of one decomposition even when
+        # the measuring implementation is itself wrong.
+        S = parts.sum(axis=0)
+        m = sizes.reshape((-1,) + (1,) * S.ndim)
+        # A group of m rows is m mu plus m draws of eta: variance m sigma_eta^2.
+        sigma = np.sqrt(np.sum((parts - m * (S / n)) ** 2 / m, axis=0) / max(len(sizes) - 1, 1))
+        additions = n * (n + 1) / 2 - 1  # terms in all the partial sums of the worst summation tree
+        mean_share = np.abs(S) * ((n + 1) / 2 - 1 / n)
+        fluctuations = TAIL * sigma * np.sqrt(additions)
+        products = np.abs(S) + n * sigma
+        terms[k] = mean_share + fluctuations + products
+    return terms
+
+
+def as_result(names: list[str], terms: list[np.ndarray]) -> dict:
+    """A list in crosscheck.contract.tensors order, named by `names`, back to a result-like dict:
+    {"loss", "output", "dW", "db", "dx"}, and "dy", "dz" when the names hold them."""
+    by_name = dict(zip(names, terms))
+    n_layers = sum(name.endswith(".0.weight") for name in names)
+    result = {
+        "loss": by_name["loss"],
+        "output": by_name["output"],
+        "dW": [by_name[f"layers.{i}.0.weight"] for i in range(n_layers)],
+        "db": [by_name[f"layers.{i}.0.bias"] for i in range(n_layers)],
+        "dx": by_name["input"],
+    }
+    for key in contract.INTERMEDIATES:
+        if f"layers.0.{key}" in by_name:
+            result[key] = [by_name[f"layers.{i}.{key}"] for i in range(n_layers)]
+    return result
+
+
+def combine(*parts: dict) -> dict:
+    """The element-by-element sum of result-like dicts with the same keys."""
+    first = parts[0]
     return {
-        "loss": moved[0],
-        "output": moved[1],
-        "dW": [moved[2 + 2 * (n - 1 - i)] for i in range(n)],
-        "db": [moved[3 + 2 * (n - 1 - i)] for i in range(n)],
-        "dx": moved[-1],
+        key: [sum(p[key][i] for p in parts) for i in range(len(value))]
+        if isinstance(value, list)
+        else sum(p[key] for p in parts)
+        for key, value in first.items()
     }

@@ -1,0 +1,142 @@
+"""The error model's rule (crosscheck.sensitivity, crosscheck.check.compare with a bound), checked both ways.
+
+Each test that says the implementations agree has a partner that says a fault disagrees on the
+same input. The big cases are the book's weights on identical rows (all-ones input, zero target),
+where the batch sums of dW and db add the same term n times and round the same way at every
+addition: the fixed per-dtype tolerance flags 1024 such rows as DISAGREE, the bound does not.
+docs/tolerances.md has the derivation and the survey at size.
+"""
+
+import numpy as np
+import pytest
+from conftest import needs
+
+from crosscheck import check, sensitivity
+from plumbing.weights import default_input, default_target, seeded_params
+
+BOOK = (3, 3, 3, 3, 3, 1)
+
+
+def book_rows(n: int):
+    """The book's weights on n identical rows: input all ones, target zero."""
+    return seeded_params(BOOK, 123), np.ones((n, 3)), np.zeros((n, 1))
+
+
+def run(names, params, x, target, dtype, use_shortcut=True, gelu_form="tanh") -> dict:
+    params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]
+    kw = {"use_shortcut": use_shortcut, "gelu_form": gelu_form, "dtype": dtype}
+    return {name: needs(name)(params, x.astype(dtype), target.astype(dtype), **kw) for name in names}
+
+
+def bound(params, x, target, use_shortcut=True, gelu_form="tanh") -> dict:
+    return sensitivity.sensitivity(needs("numpy"), params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form)
+
+
+@pytest.fixture(scope="module")
+def rows_4096():
+    """(params, x, target, bound, float32 torch and numpy results) for 4096 identical rows, with shortcuts."""
+    params, x, target = book_rows(4096)
+    return params, x, target, bound(params, x, target), run(("torch", "numpy"), params, x, target, "float32")
+
+
+def test_4096_identical_rows_agree_under_the_bound_and_not_the_fixed_rule(rows_4096):
+    """Must pass: the rounding of 4096 identical rows (measured 5.7e-5 relative in float32, used here
+    ~0.25 of the allowance: the bound is 2 u n/2 |S| for the mean, the error ~u n/4 |S|). The fixed
+    4e-6 rule must fail on it: that is the false alarm the bound removes."""
+    _, _, _, b, results = rows_4096
+    report = check.compare(results, "float32", b)
+    assert report["agree"], report["first_mismatch"]
+    assert report["rule"] == "bound"
+    assert 0.05 < max(report["room"].values()) <= 0.5  # rounding is really there, with room to spare
+    assert not check.compare(results, "float32")["agree"]
+
+
+def test_gelu_mixup_is_caught_at_4096_identical_rows(rows_4096):
+    """Must catch: exact GELU in torch where tanh was meant. Per-row tensors (output, dx) are not
+    batch sums, so their allowance stays at a few ulps however many rows there are."""
+    params, x, target, b, results = rows_4096
+    mixed = {**results, **run(("torch",), params, x, target, "float32", gelu_form="exact")}
+    report = check.compare(mixed, "float32", b)
+    assert not report["agree"]
+    assert report["first_mismatch"]["rel_diff"] > report["first_mismatch"]["allowed"]
+
+
+def test_sign_flip_is_caught_at_4096_identical_rows(rows_4096):
+    """Must catch: dL/d(output) with the wrong sign negates every gradient; the loss is unchanged."""
+    _, _, _, b, results = rows_4096
+    r = results["numpy"]
+    flipped = {**r, "dW": [-g for g in r["dW"]], "db": [-g for g in r["db"]], "dx": -r["dx"]}
+    report = check.compare({**results, "numpy": flipped}, "float32", b)
+    assert not report["agree"]
+    assert report["first_mismatch"]["tensor"] == "layers.4.0.weight"  # the first gradient in backprop order
+
+
+def test_batch_allowance_grows_with_the_rows_as_derived():
+    """On identical rows every row's term is the same, so sigma_eta = 0 and a batch sum's batch term is
+    exactly the mean's share plus the products', |S| ((n + 1)/2 - 1/n + 1): the allowed relative
+    difference on dW is at least n u and grows with n, while the per-row output's stays put."""
+    u = np.finfo(np.float32).eps / 2
+    allowed = {}
+    for n in (1024, 4096):
+        params, x, target = book_rows(n)
+        parts = sensitivity.error_terms(needs("numpy"), params, x, target, use_shortcut=True, gelu_form="tanh")
+        for S, batch in zip(parts["own"]["dW"] + parts["own"]["db"], parts["batch"]["dW"] + parts["batch"]["db"]):
+            np.testing.assert_allclose(batch, S * ((n + 1) / 2 - 1 / n + 1), rtol=1e-9)
+        results = run(("torch", "numpy"), params, x, target, "float32")
+        allowed[n] = check.compare(results, "float32", bound(params, x, target))["allowed_rel_diff"]
+        assert min(v for k, v in allowed[n].items() if k.endswith("weight")) >= n * u
+    assert allowed[4096]["layers.0.0.weight"] > 3 * allowed[1024]["layers.0.0.weight"]
+    # the same up to the perturbed runs' sampling (8 draws: within a factor 1.5 here)
+    assert allowed[4096]["output"] == pytest.approx(allowed[1024]["output"], rel=0.5)
+    assert allowed[4096]["output"] < 0.1 * allowed[4096]["layers.0.0.weight"]
+
+
+@pytest.mark.parametrize("use_shortcut", [False, True], ids=["plain", "shortcut"])
+def test_book_float64_promise_is_far_below_1e12(use_shortcut):
+    """The book in float64: every tensor's allowance (at its largest element) is under 1e-13 relative,
+    the frameworks agree, and the GELU mix-up is caught."""
+    params, x, target = seeded_params(BOOK, 123), default_input(3), default_target(1)
+    b = bound(params, x, target, use_shortcut)
+    results = run(("torch", "numpy"), params, x, target, "float64", use_shortcut)  # JAX: test_agreement.py
+    report = check.compare(results, "float64", b)
+    assert report["agree"], report["first_mismatch"]
+    assert max(report["allowed_rel_diff"].values()) < 1e-13
+    assert report["tolerance"] == check.TOLERANCE["float64"] == 1e-12  # the fixed rule's figure, still reported
+    mixed = {**results, **run(("torch",), params, x, target, "float64", use_shortcut, gelu_form="exact")}
+    assert check.compare(mixed, "float64", b)["first_mismatch"]["tensor"] == "loss"
+
+
+def test_the_rule_is_2u_times_the_bound():
+    """Synthetic results: a difference of 0.99 of 2 u bound agrees, 1.01 of it does not, and the
+    report's room, allowed and rel_diff say so; NaN never agrees."""
+    params, x, target = seeded_params(BOOK, 123), default_input(3), default_target(1)
+    b = bound(params, x, target)
+    (base,) = run(("numpy",), params, x, target, "float64").values()
+    u = np.finfo(np.float64).eps / 2
+    for share, agree in ((0.99, True), (1.01, False)):
+        moved = {**base, "dW": [g.copy() for g in base["dW"]]}
+        moved["dW"][2][1, 0] += share * 2 * u * b["dW"][2][1, 0]
+        report = check.compare({"a": base, "b": moved}, "float64", b)
+        assert report["agree"] is agree
+        assert report["room"]["layers.2.0.weight"] == pytest.approx(share, abs=0.015)  # share, to the ulps of dW
+        if not agree:
+            first = report["first_mismatch"]
+            assert (first["tensor"], first["index"]) == ("layers.2.0.weight", [1, 0])
+            assert first["rel_diff"] == pytest.approx(share * first["allowed"], abs=0.015 * first["allowed"])
+    broken = {**base, "dx": np.full_like(base["dx"], np.nan)}
+    assert not check.compare({"a": broken, "b": broken}, "float64", b)["agree"]
+
+
+def test_bound_has_the_result_shapes_and_covers_the_element_itself():
+    """sensitivity returns a result-like dict, each array of its tensor's shape, each element at least
+    |e| (its own final rounding), nothing negative or NaN; on one row there is no batch term."""
+    params, x, target = seeded_params((4, 4, 2), 0), np.linspace(-1, 1, 24).reshape(2, 3, 4), np.zeros((2, 3, 2))
+    (base,) = run(("numpy",), params, x, target, "float64").values()
+    b = bound(params, x, target)
+    for (name, _, value), (_, _, limit) in zip(check.tensors(base), check.tensors(b)):
+        assert np.shape(limit) == np.shape(value), name
+        assert np.all(np.isfinite(limit)) and np.all(np.asarray(limit) >= np.abs(value)), name
+    parts = sensitivity.error_terms(
+        needs("numpy"), params, default_input(4), default_target(2), use_shortcut=True, gelu_form="tanh"
+    )
+    assert all(not np.any(g) for g in parts["batch"]["dW"] + parts["batch"]["db"])
