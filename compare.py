@@ -17,7 +17,7 @@ import sys
 from crosscheck import report as reporting
 from crosscheck.run import run
 from plumbing import inputs, weights
-from plumbing.config import DTYPES, GELU_FORMS, ORACLE, SHORTCUT_SETTINGS, Config, InputError, parse_layer_sizes
+from plumbing.config import DTYPES, GELU_FORMS, NORMS, ORACLE, SHORTCUT_SETTINGS, Config, InputError, parse_layer_sizes
 from plumbing.frameworks import MODULES
 from teaching import outputs
 
@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--gelu", choices=GELU_FORMS, default=defaults.gelu, help="GELU form (default: %(default)s, the book's)"
     )
     p.add_argument("--dtype", choices=DTYPES, default=defaults.dtype, help="default: %(default)s")
+    p.add_argument(
+        "--norm",
+        choices=NORMS,
+        default=defaults.norm,
+        help="pre: a LayerNorm in front of every layer, x = x + GELU(Linear(LN(x))), the book's next step "
+        "(default: %(default)s, the book's network)",
+    )
     p.add_argument(
         "--frameworks",
         help=f"comma-separated, from {','.join(m for m in MODULES if m != ORACLE)} "
@@ -96,6 +103,7 @@ def main(argv=None) -> int:
             shortcut=args.shortcut,
             gelu=args.gelu,
             dtype=args.dtype,
+            norm=args.norm,
         )
         request = outputs.Request(
             args.explain,

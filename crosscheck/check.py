@@ -75,13 +75,9 @@ def relative_error(a, b, tol: float, eps: float) -> np.ndarray:
 
 def tensors(result: dict) -> list[tuple[str, int | None, np.ndarray]]:
     """(name, layer, array) in the order backprop produces them: loss and output first,
-    then the last layer's weight and bias gradients back to the first, then the input's."""
-    items = [("loss", None, result["loss"]), ("output", None, result["output"])]
-    for i in reversed(range(len(result["dW"]))):
-        items.append((f"layers.{i}.0.weight", i, result["dW"][i]))
-        items.append((f"layers.{i}.0.bias", i, result["db"][i]))
-    items.append(("input", None, result["dx"]))
-    return items
+    then the last layer's weight and bias gradients (and a pre-LN norm's scale and shift) back
+    to the first, then the input's; crosscheck.contract.tensors without dy and dz."""
+    return contract.tensors(result, intermediates=False)
 
 
 def compare(results: dict[str, dict], dtype: str, magnitude: dict | None = None) -> dict:

@@ -12,10 +12,16 @@ def format_report(report: dict) -> str:
     source = f"weights {cfg['weights']}" if cfg["weights"] else f"seed {cfg['seed']}"
     names = cfg["frameworks"]
     tol = report["runs"][0]["tolerance"]
+    network = f"{cfg['gelu']} GELU" + (", pre-LN" if cfg["norm"] == "pre" else "")
+    over = "dW and db" + (", scale and shift" if cfg["norm"] == "pre" else "")
+    if all(r.get("rule") == "bound" for r in report["runs"]):
+        rule = "each element may differ by twice its measured rounding bound: docs/tolerances.md"
+    else:
+        rule = f"tolerance {tol:g}: crosscheck/check.py"
     lines = [
-        f"Layer sizes {cfg['layer_sizes']}, {source}, input {tuple(cfg['input_shape'])}, {cfg['gelu']} GELU, {cfg['dtype']}",
-        f"mean |dL/dW| per layer; 'max rel diff': worst elementwise relative error between any two"
-        f" frameworks over the layer's dW and db (tolerance {tol:g}; see crosscheck/check.py)",
+        f"Layer sizes {cfg['layer_sizes']}, {source}, input {tuple(cfg['input_shape'])}, {network}, {cfg['dtype']}",
+        f"mean |dL/dW| per layer; 'max rel diff': worst elementwise relative difference between any two"
+        f" frameworks over the layer's {over} ({rule})",
     ]
     for r in report["runs"]:
         losses = ", ".join(f"{n} {r['frameworks'][n]['loss']:.9g}" for n in names)
@@ -63,10 +69,17 @@ def verdict(report: dict) -> str:
     compared = [name for name in names if name != ORACLE]  # the implementations compared pairwise
     if len(compared) > 1:
         worst = max(max(r["max_rel_diff"].values()) for r in runs)
-        parts = [
-            f"AGREE: {', '.join(compared)} match on every element of the loss, output, every dW and db, and the "
-            f"input gradient (worst rel diff {worst:.1e} <= {tol:g}, {cfg['dtype']})"
-        ]
+        norms = ", every LayerNorm scale and shift" if cfg["norm"] == "pre" else ""
+        what = f"the loss, output, every dW and db{norms}, and the input gradient"
+        if all(r.get("rule") == "bound" for r in runs):
+            used = max(max(r["room"].values()) for r in runs)
+            margin = (
+                f"the closest element used {used:.0%} of its allowance, twice its measured rounding bound;"
+                f" worst rel diff {worst:.1e}, {cfg['dtype']}"
+            )
+        else:
+            margin = f"worst rel diff {worst:.1e} <= {tol:g}, {cfg['dtype']}"
+        parts = [f"AGREE: {', '.join(compared)} match on every element of {what} ({margin})"]
     elif ORACLE in names:
         parts = [f"AGREE: {compared[0]} against finite differences"]
     else:

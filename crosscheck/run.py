@@ -32,6 +32,8 @@ def _run(inputs: Inputs) -> dict:
     runs = []
     for use_shortcut in SHORTCUT_SETTINGS[config.shortcut]:
         kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu}
+        # norm only when it is "pre": an implementation written to the book's contract never sees it.
+        kw |= {"norm": config.norm} if config.norm != "none" else {}
         results = {}
         for name, fn in fns.items():
             result = fn(params, x, target, **kw, dtype=config.dtype)
@@ -57,7 +59,7 @@ def _run(inputs: Inputs) -> dict:
         entry["book"], entry["overflow"] = None, overflow
         entry["agree"] = entry["agree"] and overflow is None
         if oracle_result:
-            entry[ORACLE] = oracle.check(results, oracle_result, config.dtype)
+            entry[ORACLE] = oracle.check(results, oracle_result, config.dtype, magnitude)
             entry["first_mismatch"] = entry["first_mismatch"] or entry[ORACLE]["first_mismatch"]
             entry["agree"] = entry["agree"] and entry[ORACLE]["agree"]
         if inputs.is_book:
@@ -71,6 +73,7 @@ def _run(inputs: Inputs) -> dict:
             "weights": config.weights,
             "seed": None if config.weights else config.seed,
             "gelu": config.gelu,
+            "norm": config.norm,
             "dtype": config.dtype,
             "frameworks": list(config.frameworks),
             "input_shape": list(x.shape),

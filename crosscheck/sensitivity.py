@@ -84,19 +84,28 @@ GROUPS = 16
 
 
 def sensitivity(
-    loss_and_grads, params, x, target, *, use_shortcut: bool, gelu_form: str, draws: int = DRAWS, groups: int = GROUPS
+    loss_and_grads,
+    params,
+    x,
+    target,
+    *,
+    use_shortcut: bool,
+    gelu_form: str,
+    norm: str = "none",
+    draws: int = DRAWS,
+    groups: int = GROUPS,
 ) -> dict:
     """Each element's rounding-error bound in units of u, measured with float64 runs of `loss_and_grads`.
 
-    params: [(W (d_out, d_in), b (d_out,)), ...]; x (..., sizes[0]); target broadcastable to
-    the output (..., sizes[-1]). Returns a result-like dict of the bounds, {"loss": (),
-    "output": (..., d_out), "dW": [(d_out, d_in)], "db": [(d_out,)], "dx": (..., d_in)}, the
+    params: [(W (d_out, d_in), b (d_out,)), ...], with norm "pre" [(W, b, scale (d_in,), shift (d_in,)), ...];
+    x (..., sizes[0]); target broadcastable to the output (..., sizes[-1]). Returns a result-like
+    dict of the bounds, {"loss": (), "output": (..., d_out), "dW": [(d_out, d_in)], "db": [(d_out,)],
+    "dx": (..., d_in)} (and "dscale", "dshift" [(d_in,)] with norm "pre"), the
     sum of `error_terms`'s three parts. crosscheck.check.compare(results, dtype, this) allows
     two implementations to differ by 2 u times it.
     """
-    parts = error_terms(
-        loss_and_grads, params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form, draws=draws, groups=groups
-    )
+    kw = {"use_shortcut": use_shortcut, "gelu_form": gelu_form, "norm": norm, "draws": draws, "groups": groups}
+    parts = error_terms(loss_and_grads, params, x, target, **kw)
     return tensor_floor(combine(*parts.values()))
 
 
@@ -111,14 +120,23 @@ def tensor_floor(bound: dict) -> dict:
 
 
 def error_terms(
-    loss_and_grads, params, x, target, *, use_shortcut: bool, gelu_form: str, draws: int = DRAWS, groups: int = GROUPS
+    loss_and_grads,
+    params,
+    x,
+    target,
+    *,
+    use_shortcut: bool,
+    gelu_form: str,
+    norm: str = "none",
+    draws: int = DRAWS,
+    groups: int = GROUPS,
 ) -> dict[str, dict]:
     """The bound's three parts, each a result-like dict in units of u (module docstring):
     "own" |e|, "propagated" (perturbed runs) and "batch" (the sum over rows: dW, db, loss).
     Where the implementation returns the optional dy and dz (docs/contract.md), they get bounds too."""
-    params = [(np.asarray(W, np.float64), np.asarray(b, np.float64)) for W, b in params]
+    params = [tuple(np.asarray(a, np.float64) for a in layer) for layer in params]
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
-    batch = Batch(loss_and_grads, params, x, target, use_shortcut, gelu_form, groups)
+    batch = Batch(loss_and_grads, params, x, target, use_shortcut, gelu_form, norm, groups)
     propagated = propagated_rounding(batch, draws)
     own = [np.abs(t) for t in batch.base]
     parts = {"own": own, "propagated": propagated, "batch": batch_rounding(batch)}
@@ -129,9 +147,10 @@ class Batch:
     """The run's inputs as rows, float64 runs of the whole batch or of one group of its rows,
     and the unperturbed results (tensors in crosscheck.contract.tensors order: dy and dz where given)."""
 
-    def __init__(self, loss_and_grads, params, x, target, use_shortcut: bool, gelu_form: str, groups: int):
+    def __init__(self, loss_and_grads, params, x, target, use_shortcut: bool, gelu_form: str, norm: str, groups: int):
         self.fn, self.params, self.x, self.target = loss_and_grads, params, x, target
         self.kw = {"use_shortcut": use_shortcut, "gelu_form": gelu_form, "dtype": "float64"}
+        self.kw |= {"norm": norm} if norm != "none" else {}  # the book's contract never sees norm
         d_in, d_out = x.shape[-1], params[-1][0].shape[0]
         self.n = int(np.prod(x.shape[:-1], dtype=np.int64))
         self.n_out = self.n * d_out
@@ -170,12 +189,23 @@ def nudged(batch: Batch, rows=None):
     def nudge(a, scale):
         return a * (1 + PERTURBATION * scale * batch.rng.standard_normal(a.shape))
 
-    amplitude = [np.sqrt((W.shape[0] + W.shape[1] + 5) / 2 + ELEMENTWISE) for W, _ in batch.params]
-    params = [(nudge(W, a), nudge(b, a)) for (W, b), a in zip(batch.params, amplitude)]
+    params = []
+    for W, b, *norm_params in batch.params:  # norm_params: pre-LN's (scale, shift), (d_in,) each
+        d_out, d_in = W.shape
+        a = np.sqrt((d_in + d_out + 5) / 2 + ELEMENTWISE)
+        params.append((nudge(W, a), nudge(b, a), *(nudge(p, layer_norm_amplitude(d_in)) for p in norm_params)))
     picked = slice(None) if rows is None else rows
     residual = batch.residual[picked]  # (rows, d_out): output - target
     target = batch.rows_t[picked] - (nudge(residual, np.sqrt(ELEMENTWISE)) - residual)  # (rows, d_out)
     return params, target if rows is not None else target.reshape(batch.base[1].shape)
+
+
+def layer_norm_amplitude(d: int) -> float:
+    """a for a LayerNorm over d elements, as for a Linear's: its forward sums d terms twice (the
+    mean, then the variance), its backward twice more (the means of dL/dx_hat and of dL/dx_hat
+    x_hat), (d + 2) / 2 each, and ELEMENTWISE covers the subtraction, square root, division,
+    scale and shift either way."""
+    return float(np.sqrt(2 * (d + 2) + ELEMENTWISE))
 
 
 def propagated_rounding(batch: Batch, draws: int) -> list[np.ndarray]:
@@ -250,6 +280,9 @@ def as_result(names: list[str], terms: list[np.ndarray]) -> dict:
     for key in contract.INTERMEDIATES:
         if f"layers.0.{key}" in by_name:
             result[key] = [by_name[f"layers.{i}.{key}"] for i in range(n_layers)]
+    if "norms.0.scale" in by_name:
+        result["dscale"] = [by_name[f"norms.{i}.scale"] for i in range(n_layers)]
+        result["dshift"] = [by_name[f"norms.{i}.shift"] for i in range(n_layers)]
     return result
 
 

@@ -13,6 +13,7 @@ autograd in float64 (exercises/README.md walks through it):
     3. gelu_backward, form "exact"          step gelu
     4. linear_backward                      step linear
     5. ExampleDeepNeuralNetwork.backward    step shortcut (one layer with its shortcut), then step network
+    6. layer_norm_backward                  step layernorm (the book's next step: pre-LN layers)
 
 Everything else is the NumPy reference's forward, line for line (impl_numpy/model.py, which
 is also a full-marks answer: no peeking until the grader says ok). `dname` is dL/d(name) and
@@ -21,6 +22,9 @@ has the shape of `name`; `...` is any number of leading batch dimensions. Layer 
     z = x @ W.T + b         (..., d_out)
     a = gelu(z)             (..., d_out)
     y = x + a (shortcut)    or  y = a
+
+A pre-LN layer, (W, b, scale, shift), first normalises its input: h = layer_norm(x, scale,
+shift), z = h @ W.T + b (the book's next step, as GPT-2 does).
 """
 
 import math
@@ -31,6 +35,7 @@ GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gim
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # Python floats (double): cast to x's dtype at use
 SQRT_1_OVER_2 = math.sqrt(0.5)
 SQRT_1_OVER_2PI = math.sqrt(0.5 / math.pi)  # the normal density's 1 / sqrt(2 pi)
+LAYER_NORM_EPS = 1e-5  # the book's LayerNorm eps: keeps 1 / sqrt(var + eps) finite on a constant row
 _erf = np.vectorize(math.erf, otypes=[np.float64])  # NumPy has no erf ufunc: C's, in double
 
 
@@ -68,6 +73,26 @@ def gelu_backward(dout: np.ndarray, x: np.ndarray, form: str) -> np.ndarray:
     raise ValueError(f"unknown GELU form {form!r}: use 'tanh' or 'exact'")
 
 
+def layer_norm(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """x (..., d) normalised over its last dimension, then scaled and shifted by scale, shift (d,): the book's LayerNorm."""
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    var = x.var(axis=-1, keepdims=True)  # (..., 1)   ddof=0: no Bessel's correction, as the book's unbiased=False
+    norm_x = (x - mean) / np.sqrt(var + x.dtype.type(LAYER_NORM_EPS))  # (..., d)
+    return scale * norm_x + shift  # (..., d)
+
+
+def layer_norm_backward(dout: np.ndarray, x: np.ndarray, scale: np.ndarray) -> tuple:
+    """(dx (..., d), dscale (d,), dshift (d,)) given dout = dL/d layer_norm(x, scale, shift): blank 6.
+
+    out = scale xhat + shift with xhat = (x - mu) / sigma, sigma = sqrt(var + eps), mu and var
+    the row's mean and variance. Mind that mu and sigma depend on every x_k of the row.
+    """
+    raise NotImplementedError(
+        "step layernorm: return (dx, dscale, dshift) with the shapes of x (..., d), scale (d,) and shift (d,); "
+        "xhat = (x - mu) / sigma, sigma = sqrt(var + eps), and mu and var are the row's: every x_k of a row moves them"
+    )
+
+
 def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """x (..., d_in) -> (..., d_out), with W (d_out, d_in) and b (d_out,) in torch's layout."""
     return x @ W.T + b  # (..., d_out)
@@ -85,9 +110,10 @@ def linear_backward(dz: np.ndarray, x: np.ndarray, W: np.ndarray) -> tuple:
 
 
 class ExampleDeepNeuralNetwork:
-    """Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match.
+    """(LayerNorm +) Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match.
 
-    params: [(W (d_out, d_in), b (d_out,)), ...], torch's layout, in the computation's dtype.
+    params: [(W (d_out, d_in), b (d_out,)), ...], torch's layout, in the computation's dtype;
+    a pre-LN layer is (W, b, scale (d_in,), shift (d_in,)).
     """
 
     def __init__(self, params: list, use_shortcut: bool, gelu_form: str):
@@ -96,8 +122,9 @@ class ExampleDeepNeuralNetwork:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (..., sizes[0]) -> (..., sizes[-1]); self.cache: (x, z, shortcut taken?) per layer."""
         self.cache = []
-        for W, b in self.params:
-            z = linear(x, W, b)  # (..., d_out)
+        for W, b, *norm in self.params:  # norm: (scale, shift) in a pre-LN layer, else ()
+            h = layer_norm(x, *norm) if norm else x  # (..., d_in)   the Linear's input
+            z = linear(h, W, b)  # (..., d_out)
             layer_output = gelu(z, self.gelu_form)  # (..., d_out)
             shortcut = self.use_shortcut and x.shape == layer_output.shape
             self.cache.append((x, z, shortcut))
@@ -108,7 +135,10 @@ class ExampleDeepNeuralNetwork:
         """dL/d input (..., sizes[0]) given dout = dL/d output (..., sizes[-1]): blank 5.
 
         Sets self.dW, self.db, self.dy (dL/d each layer's output y) and self.dz (dL/d each
-        layer's z): lists in layer order, each entry with the shape of its W, b, y, z.
+        layer's z): lists in layer order, each entry with the shape of its W, b, y, z. And
+        self.dscale, self.dshift: per pre-LN layer its norm's (d_in,) gradients, None for a layer
+        without one. In a pre-LN layer the linear's input is h = layer_norm(x, scale, shift) (not
+        cached: compute it again), and its dx (dL/dh) goes through layer_norm_backward to reach x.
         """
         raise NotImplementedError(
             "step shortcut, then step network: walk self.cache, one (x, z, shortcut) per layer, from the last "
@@ -130,15 +160,18 @@ def mse_loss_backward(output: np.ndarray, target: np.ndarray) -> np.ndarray:
     )
 
 
-def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
+def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
     """The common entry point: loss, output and every gradient, as NumPy arrays.
 
-    params: [(W (d_out, d_in), b (d_out,)), ...] in torch's layout; x (..., sizes[0]);
-    target broadcastable to the output; gelu_form "tanh" or "exact"; dtype "float32" or
-    "float64". Returns {"loss", "output", "dW", "db", "dx"} and, per layer in layer order,
-    "dy" (dL/d its output) and "dz" (dL/d its pre-activation z).
+    params: [(W (d_out, d_in), b (d_out,)), ...] in torch's layout, with norm "pre" (W, b, scale
+    (d_in,), shift (d_in,)); x (..., sizes[0]); target broadcastable to the output; gelu_form
+    "tanh" or "exact"; dtype "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}
+    and, per layer in layer order, "dy" (dL/d its output) and "dz" (dL/d its pre-activation z);
+    with norm "pre" also "dscale" and "dshift".
     """
-    params = [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in params]
+    if any(len(layer) != {"none": 2, "pre": 4}.get(norm) for layer in params):
+        raise ValueError(f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'")
+    params = [tuple(np.asarray(p, dtype) for p in layer) for layer in params]
     x, target = np.asarray(x, dtype), np.asarray(target, dtype)
     model = ExampleDeepNeuralNetwork(params, use_shortcut, gelu_form)
 
@@ -146,4 +179,5 @@ def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
     loss = mse_loss(output, target)
     dx = model.backward(mse_loss_backward(output, target))
 
-    return {"loss": loss, "output": output, "dW": model.dW, "db": model.db, "dx": dx, "dy": model.dy, "dz": model.dz}
+    result = {"loss": loss, "output": output, "dW": model.dW, "db": model.db, "dx": dx, "dy": model.dy, "dz": model.dz}
+    return result | ({"dscale": model.dscale, "dshift": model.dshift} if norm == "pre" else {})

@@ -10,7 +10,8 @@
     sign       yours == -expected
     transposed yours == expected.T (square tensors: the shape cannot tell)
     candidates yours == what a named slip computes (the other GELU form, dx without the
-               identity path, db from one row, ...): each step passes its own
+               identity path, db from one row, a LayerNorm dx with the row's mean and
+               variance treated as constants, ...): each step passes its own
     factor     yours == c expected for one constant c, named when it is a known one
                (2, 1/2, 3, 1/3, N, ...)
     float32    yours == expected to float32's tolerance but not float64's: a float32
@@ -69,6 +70,51 @@ CHAIN_RULE_FACTORS = (
     Factor(3.0, "3", "a factor 3 too many: was the 3 of d(u^3)/du = 3u^2 applied twice?"),
     Factor(1 / 3, "1/3", "a factor 3 missing: d(u^3)/du = 3u^2"),
 )
+
+
+def layer_norm_slips(dout, x, scale, eps: float) -> list[Candidate]:
+    """What layer_norm_backward's dx is with one of its classic slips, from the step's arrays.
+
+    With sigma = sqrt(var + eps), xhat = (x - mu) / sigma and dxhat = dout scale, the right dx is
+    (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sigma, means over the row: the first mean is
+    the share that flows through the row's mean mu, the second through its variance. Dropping
+    both (dx = dxhat / sigma: mu and sigma treated as constants) is the slip people make; one
+    of them alone, or the scale left out of dxhat, are its neighbours.
+    """
+    dout, x, scale = (np.asarray(a, np.float64) for a in (dout, x, scale))
+    sigma = np.sqrt(x.var(axis=-1, keepdims=True) + eps)  # (..., 1)
+    xhat = (x - x.mean(axis=-1, keepdims=True)) / sigma  # (..., d)
+
+    def dx(dxhat, mean_term=True, var_term=True):
+        mean_share = dxhat.mean(axis=-1, keepdims=True) if mean_term else 0.0
+        var_share = xhat * (dxhat * xhat).mean(axis=-1, keepdims=True) if var_term else 0.0
+        return (dxhat - mean_share - var_share) / sigma
+
+    dxhat = dout * scale
+    why = "xhat = (x - mu) / sigma, and every x_k of a row moves that row's mu and sigma"
+    return [
+        Candidate(
+            "mean-var-constant",
+            f"the mean and variance treated as constants: yours is dxhat / sigma; {why}, so dx has "
+            "two more terms, - mean(dxhat) - xhat mean(dxhat xhat), over the row, all divided by sigma",
+            dx(dxhat, False, False),
+        ),
+        Candidate(
+            "var-constant",
+            f"the variance treated as a constant: the - xhat mean(dxhat xhat) term is missing; {why}",
+            dx(dxhat, True, False),
+        ),
+        Candidate(
+            "mean-constant",
+            f"the mean treated as a constant: the - mean(dxhat) term is missing; {why}",
+            dx(dxhat, False, True),
+        ),
+        Candidate(
+            "scale-missing",
+            "the scale is missing: out = scale xhat + shift, so dxhat = dout * scale, not dout",
+            dx(dout),
+        ),
+    ]
 
 
 def same(a, b, tol: float = MATCH) -> bool:

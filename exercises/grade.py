@@ -6,7 +6,7 @@
     python -m exercises.grade class/          # a folder (or several files): one summary row per file
     python -m exercises.grade mine.py --json
 
-Steps, in the order they are learned: loss, gelu, linear, shortcut, network
+Steps, in the order they are learned: loss, gelu, linear, shortcut, network, layernorm
 (exercises/steps.py). Exit status: 0 when every step of every file is ok, 1 otherwise, 2 for
 bad input: a missing file, one that does not import, or a submission that raises anything
 but NotImplementedError (one line, with its file and line). docs/grader.md has the details.

@@ -79,6 +79,17 @@ SLIPS = (
          "layer-path-missing", "only the identity path"),
     Slip("network_not_propagated", "ExampleDeepNeuralNetwork.backward", "gelu_backward(dy, z", "gelu_backward(dout, z",
          "network", "not-propagated", "every layer's GELU fed the loss's gradient, not its own dy"),
+    Slip("layernorm_statistics_constant", "layer_norm_backward",
+         "dx = (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True)) / sigma",
+         "dx = dxhat / sigma", "layernorm", "mean-var-constant",
+         "the row's mean and variance taken as constants: the two terms people drop"),
+    Slip("layernorm_variance_constant", "layer_norm_backward", " - xhat * (dxhat * xhat).mean(-1, keepdims=True)) / sigma",
+         ") / sigma",
+         "layernorm", "var-constant", "the mean's term kept, the variance's dropped"),
+    Slip("layernorm_scale_missing", "layer_norm_backward", "dxhat = dout * scale", "dxhat = dout", "layernorm",
+         "scale-missing", "out = scale xhat + shift differentiated as if the scale were 1"),
+    Slip("layernorm_dscale_not_summed", "layer_norm_backward", "dscale = (dout * xhat).reshape(-1, d).sum(axis=0)",
+         "dscale = dout * xhat", "layernorm", "not-summed", "dscale for one row, as for one example"),
 )  # fmt: skip
 
 

@@ -7,6 +7,9 @@
     network   loss_and_grads on the book network and a deeper batched one, through
               crosscheck.check.compare against the NumPy reference and torch, dy and dz included;
               last, the book network in float32: the result must come back in the requested dtype
+    layernorm layer_norm_backward(dout, x, scale) -> (dx, dscale, dshift)   x (1, 3), (5, 3), (2, 3, 4);
+              then loss_and_grads(..., norm="pre") on the pre-LN book network and a deeper batched
+              one, as in step network, dscale and dshift included (the book's next step)
 
 Inputs run from one row to 3-D batches, because the classic bias slips are invisible on one
 row. Each step stops at its first wrong tensor and names the likely slip (exercises/diagnose.py).
@@ -22,13 +25,24 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from crosscheck import check, contract
-from exercises.diagnose import CHAIN_RULE_FACTORS, FIT_MARGIN, Candidate, Diagnosis, Factor, diagnose, fit
+from exercises.diagnose import (
+    CHAIN_RULE_FACTORS,
+    FIT_MARGIN,
+    Candidate,
+    Diagnosis,
+    Factor,
+    diagnose,
+    fit,
+    layer_norm_slips,
+)
 from plumbing import user_code
 from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
 from plumbing.weights import default_input, default_target, seeded_params
 
-STEPS = ("loss", "gelu", "linear", "shortcut", "network")
+STEPS = ("loss", "gelu", "linear", "shortcut", "network", "layernorm")
 REQUIRED = ("mse_loss_backward", "gelu_backward", "linear_backward", "ExampleDeepNeuralNetwork", "loss_and_grads")
+# Step layernorm's rule: not REQUIRED, so that a copy of the skeleton made before it was added is still graded.
+LAYER_NORM_RULE = "layer_norm_backward"
 # float64's tolerance from crosscheck.check: 1e-12 relative, elementwise, with its noise floor.
 # Autograd and a correct NumPy rule agree to ~1e-16 here (docs/grader.md measures it); a
 # float32 constant in a float64 run is off by ~1e-8, every other slip by far more.
@@ -182,10 +196,89 @@ def shortcut_cases() -> tuple[Case, ...]:
 
 
 @functools.cache
-def network_cases() -> tuple[Case, ...]:
+def layernorm_cases() -> tuple[Case, ...]:
+    """layer_norm_backward's cases: rows with a mean of their own (so that mu matters) and a scale that is not 1."""
+    from impl_torch.model import LayerNorm
+
+    torch, rng = _torch(), np.random.default_rng(6)
+    cases = []
+    for shape in ((1, 3), (5, 3), (2, 3, 4)):
+        d = shape[-1]
+        x = rng.normal(scale=2.0, size=shape) + rng.normal(size=shape[:-1] + (1,))
+        dout, scale, shift = rng.normal(size=shape), rng.uniform(0.5, 1.5, d), rng.normal(size=d)
+        _frozen(x, dout, scale, shift)
+        norm = LayerNorm(d).double()
+        with torch.no_grad():
+            norm.scale.copy_(torch.tensor(scale))
+            norm.shift.copy_(torch.tensor(shift))
+        xt = torch.tensor(x, requires_grad=True)
+        dx, dscale, dshift = torch.autograd.grad(norm(xt), (xt, norm.scale, norm.shift), torch.tensor(dout))
+        expected = {"dscale": dscale.numpy(), "dshift": dshift.numpy(), "dx": dx.numpy()}
+        cases.append(Case(f"x {shape}, scale ({d},)", (dout, x, scale), expected, {}))
+    return tuple(cases)
+
+
+def _answers(label: str, params, x, target, kw: dict) -> Case:
+    """A network case: loss_and_grads of the NumPy reference and of torch, which must agree."""
     import impl_numpy.model as reference
     import impl_torch
 
+    _frozen(x, target, *(a for layer in params for a in layer))
+    dtype = kw["dtype"]
+    expected = {
+        "reference": contract.validate(
+            "impl_numpy", reference.loss_and_grads(params, x, target, **kw), params, x, dtype
+        ),
+        "torch": contract.validate("impl_torch", impl_torch.loss_and_grads(params, x, target, **kw), params, x, dtype),
+    }
+    agreement = check.compare(expected, dtype)
+    if not agreement["agree"]:  # the grader's own answers disagree: a bug in the project, not the submission
+        raise RuntimeError(f"impl_numpy and impl_torch disagree on {label}: {agreement['first_mismatch']}")
+    return Case(label, (params, x, target), expected, kw)
+
+
+@functools.cache
+def pre_ln_network_cases() -> tuple[Case, ...]:
+    """Step layernorm's networks: the book's and a deeper batched one with a LayerNorm before every layer,
+    its scale and shift drawn away from 1 and 0 so that a slip in either shows."""
+    rng = np.random.default_rng(7)
+
+    def pre_ln(sizes):
+        return [
+            (
+                W.astype(np.float64),
+                b.astype(np.float64),
+                rng.uniform(0.5, 1.5, W.shape[1]),
+                rng.normal(0, 0.5, W.shape[1]),
+            )
+            for W, b in seeded_params(sizes, BOOK_SEED)
+        ]
+
+    book_x, book_target = default_input(BOOK_LAYER_SIZES[0]), default_target(BOOK_LAYER_SIZES[-1])
+    deep_x = rng.uniform(-2.0, 2.0, DEEP_INPUT_SHAPE)
+    deep_target = rng.uniform(-1.0, 1.0, DEEP_INPUT_SHAPE[:-1] + DEEP_LAYER_SIZES[-1:])
+    sizes = ",".join(map(str, DEEP_LAYER_SIZES))
+    kw = {"gelu_form": "tanh", "dtype": "float64", "norm": "pre"}
+    return (
+        _answers(
+            "pre-LN book network, tanh, no shortcut",
+            pre_ln(BOOK_LAYER_SIZES),
+            book_x,
+            book_target,
+            {**kw, "use_shortcut": False},
+        ),
+        _answers(
+            f"pre-LN layers {sizes}, x {DEEP_INPUT_SHAPE}, tanh, shortcut",
+            pre_ln(DEEP_LAYER_SIZES),
+            deep_x,
+            deep_target,
+            {**kw, "use_shortcut": True},
+        ),
+    )
+
+
+@functools.cache
+def network_cases() -> tuple[Case, ...]:
     book = [(W.astype(np.float64), b.astype(np.float64)) for W, b in seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)]
     deep = [(W.astype(np.float64), b.astype(np.float64)) for W, b in seeded_params(DEEP_LAYER_SIZES, BOOK_SEED)]
     book32 = [(W.astype(np.float32), b.astype(np.float32)) for W, b in book]
@@ -213,20 +306,9 @@ def network_cases() -> tuple[Case, ...]:
         # The book's own dtype: is the result float32 (contract), and right to float32's tolerance?
         ("book network, tanh, shortcut, float32", book32, book32_x, book32_target, "tanh", True, "float32"),
     ):
-        _frozen(x, target, *(a for layer in params for a in layer))
-        kw = {"use_shortcut": use_shortcut, "gelu_form": form, "dtype": dtype}
-        expected = {
-            "reference": contract.validate(
-                "impl_numpy", reference.loss_and_grads(params, x, target, **kw), params, x, dtype
-            ),
-            "torch": contract.validate(
-                "impl_torch", impl_torch.loss_and_grads(params, x, target, **kw), params, x, dtype
-            ),
-        }
-        agreement = check.compare(expected, dtype)
-        if not agreement["agree"]:  # the grader's own answers disagree: a bug in the project, not the submission
-            raise RuntimeError(f"impl_numpy and impl_torch disagree on {label}: {agreement['first_mismatch']}")
-        cases.append(Case(label, (params, x, target), expected, kw))
+        cases.append(
+            _answers(label, params, x, target, {"use_shortcut": use_shortcut, "gelu_form": form, "dtype": dtype})
+        )
     return tuple(cases)
 
 
@@ -520,15 +602,15 @@ def grade_network(module) -> StepResult:
     return _grade("network", module, network_cases(), _network_case)
 
 
-def _network_case(module, case: Case) -> float:
+def _network_case(module, case: Case, step: str = "network") -> float:
     params, x, target = case.inputs
-    copies = [(_copy(W), _copy(b)) for W, b in params]
-    raw = _run("network", module, case, module.loss_and_grads, copies, _copy(x), _copy(target), **case.extra)
+    copies = [tuple(_copy(a) for a in layer) for layer in params]
+    raw = _run(step, module, case, module.loss_and_grads, copies, _copy(x), _copy(target), **case.extra)
     try:
-        yours = contract.normalise("yours", raw, len(params))
+        yours = contract.normalise("yours", raw, len(params), norm=case.extra.get("norm") == "pre")
     except InputError as err:
         message = str(err).removeprefix("yours: ")
-        raise Stop(StepResult("network", "wrong", None, None, message, "contract", case.label)) from None
+        raise Stop(StepResult(step, "wrong", None, None, message, "contract", case.label)) from None
     reference, autograd = case.expected["reference"], case.expected["torch"]
     listed = {name: array for name, _, array in contract.tensors(yours)}
     shapes_match = all(listed[name].shape == np.shape(a) for name, _, a in check.tensors(reference))
@@ -549,7 +631,7 @@ def _network_case(module, case: Case) -> float:
                 worst = max(worst, verdict["max_rel_diff"][name])
                 continue
         candidates = functools.partial(_network_candidates, name, layer, reference, case.extra["use_shortcut"])
-        worst = max(worst, _check("network", case, label, mine, expected, candidates, dtype=dtype))
+        worst = max(worst, _check(step, case, label, mine, expected, candidates, dtype=dtype))
     # An ok step reports its float64 agreement: float32's rounding (~1e-7) would only hide it.
     return worst if dtype == "float64" else 0.0
 
@@ -613,12 +695,68 @@ def _broadcasts(shape: tuple, to: tuple) -> bool:
         return False
 
 
+def grade_layernorm(module) -> StepResult:
+    """layer_norm_backward on its own, then the pre-LN networks through loss_and_grads(norm="pre")."""
+    if not callable(getattr(module, LAYER_NORM_RULE, None)):
+        return StepResult(
+            "layernorm", "todo", diagnosis=f"{LAYER_NORM_RULE} is not defined: copy blank 6 from exercises/backprop.py"
+        )
+
+    def grade_case(module, case: Case) -> float:
+        if "norm" in case.extra:
+            return _network_case(module, case, "layernorm")
+        return _layernorm_case(module, case)
+
+    return _grade("layernorm", module, layernorm_cases() + pre_ln_network_cases(), grade_case)
+
+
+LAYER_NORM_RETURNS = ("dx", "dscale", "dshift")
+
+
+def _layernorm_case(module, case: Case) -> float:
+    from impl_torch.model import LAYER_NORM_EPS  # the answer key's eps
+
+    dout, x, scale = case.inputs
+    returned = _run("layernorm", module, case, module.layer_norm_backward, _copy(dout), _copy(x), _copy(scale))
+    if not isinstance(returned, tuple | list) or len(returned) != 3:
+        what = (
+            f"a {type(returned).__name__} of {len(returned)}"
+            if isinstance(returned, tuple | list)
+            else type(returned).__name__
+        )
+        message = f"returns {what}; expected a tuple (dx, dscale, dshift)"
+        raise Stop(StepResult("layernorm", "wrong", None, None, message, "not-an-array", case.label))
+    yours = {n: _as_array("layernorm", case, n, v) for n, v in zip(LAYER_NORM_RETURNS, returned)}
+    rows = int(np.prod(x.shape[:-1]))
+    xhat = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + LAYER_NORM_EPS)
+    summed = (
+        "every row is normalised with the same scale and shift, so their gradients sum over every leading dimension"
+    )
+    per_row = {"dscale": dout * xhat, "dshift": dout}  # each row's share, (..., d)
+    worst = 0.0
+    for name in ("dscale", "dshift"):
+        candidates = [
+            Candidate("not-summed", f"{name} not summed over rows: it has dout's shape; {summed}", per_row[name]),
+            Candidate(
+                "not-summed", f"{name} from the first row only; {summed}", per_row[name].reshape(-1, x.shape[-1])[0]
+            ),
+        ]
+        averaged = Factor(1 / rows, f"1/rows = 1/{rows}", f"averaged over rows, not summed; {summed}", "not-summed")
+        found = _check(
+            "layernorm", case, name, yours[name], case.expected[name], candidates, [averaged] if rows > 1 else []
+        )
+        worst = max(worst, found)
+    slips = functools.partial(layer_norm_slips, dout, x, scale, LAYER_NORM_EPS)
+    return max(worst, _check("layernorm", case, "dx", yours["dx"], case.expected["dx"], slips))
+
+
 GRADERS = {
     "loss": grade_loss,
     "gelu": grade_gelu,
     "linear": grade_linear,
     "shortcut": grade_shortcut,
     "network": grade_network,
+    "layernorm": grade_layernorm,
 }
 
 

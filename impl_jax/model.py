@@ -18,7 +18,13 @@ from flax import nnx
 GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gimpel, 2016)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float: JAX applies it in the array's dtype
 SQRT_1_OVER_2 = math.sqrt(0.5)
-SCAN_MIN_LAYERS = 8  # a run of this many equal layers is stacked and scanned (scan_layers says why)
+LAYER_NORM_EPS = 1e-5  # the book's LayerNorm eps: keeps 1 / sqrt(var + eps) finite on a constant row
+# Why scan: jit unrolls a Python loop, and at width 1 XLA turns each matmul into an elementwise
+# multiply that its fusion pass then copies into every layer's gradient: a program quadratic in
+# depth (64 layers took 26 s and 1.5 GB to compile). A run of this many equal layers is stacked and
+# scanned instead: XLA compiles one layer, whatever the depth. Shorter runs, the book's network
+# among them, stay the book's loop; docs/jax-depth.md has the measurements.
+SCAN_MIN_LAYERS = 8
 
 
 def gelu(x: jax.Array, form: str) -> jax.Array:
@@ -45,34 +51,50 @@ class GELU(nnx.Module):
         return gelu(x, self.form)
 
 
+class LayerNorm(nnx.Module):
+    """The book's LayerNorm, written out rather than nnx.LayerNorm: x (..., emb_dim) over its last dimension."""
+
+    def __init__(self, emb_dim: int, *, dtype):
+        self.eps = LAYER_NORM_EPS
+        self.scale = nnx.Param(jnp.ones(emb_dim, dtype))
+        self.shift = nnx.Param(jnp.zeros(emb_dim, dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+        var = x.var(axis=-1, keepdims=True)  # (..., 1)   ddof=0: the book's unbiased=False
+        norm_x = (x - mean) / jnp.sqrt(var + self.eps)  # (..., emb_dim)
+        return self.scale[...] * norm_x + self.shift[...]
+
+
 class ExampleDeepNeuralNetwork(nnx.Module):
-    """Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match.
+    """(LayerNorm +) Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match.
 
-    self.layers[j] holds run_lengths[j] of the book's layers: one, or a run of SCAN_MIN_LAYERS
-    or more equal layers made at once by nnx.vmap, every parameter stacked: kernel (L, d, d), bias (L, d).
-    """
+    self.layers[j] is run_lengths[j] of the book's layers: one, or a run stacked, kernel (L, d, d)."""
 
-    def __init__(self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str, *, dtype, rngs):
+    def __init__(self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str, norm: str = "none", *, dtype, rngs):
+        """norm "pre": a LayerNorm in front of every layer, x = x + layer(LN(x)), as GPT-2; "none": the book's."""
         self.use_shortcut = use_shortcut
+        if norm not in ("none", "pre"):
+            raise ValueError(f"unknown norm {norm!r}: use 'none' or 'pre'")
 
         def layer(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Sequential:
             # HIGHEST: float32 matmuls in full float32 on every backend (no TF32/bf16 passes on a GPU).
             linear = nnx.Linear(d_in, d_out, param_dtype=dtype, precision=jax.lax.Precision.HIGHEST, rngs=rngs)
-            return nnx.Sequential(linear, GELU(gelu_form))
+            # The norm is the layer's first step here (torch keeps it beside): a stacked run scans it too.
+            return nnx.Sequential(*[LayerNorm(d_in, dtype=dtype)] * (norm == "pre"), linear, GELU(gelu_form))
 
-        layers, run_lengths = [], []
+        self.layers, self.run_lengths = nnx.List(), ()
         for (d_in, d_out), run in itertools.groupby(zip(layer_sizes[:-1], layer_sizes[1:])):
             count = len(list(run))  # consecutive layers of one shape
-            if count >= SCAN_MIN_LAYERS:
-                layers.append(nnx.vmap(partial(layer, d_in, d_out))(rngs.split(count)))
-                run_lengths.append(count)
+            if count >= SCAN_MIN_LAYERS:  # one entry: nnx.vmap makes the run, its parameters stacked
+                self.layers.append(nnx.vmap(partial(layer, d_in, d_out))(rngs.split(count)))
+                self.run_lengths += (count,)
             else:
-                layers += [layer(d_in, d_out, rngs) for _ in range(count)]
-                run_lengths += [1] * count
-        self.layers, self.run_lengths = nnx.List(layers), tuple(run_lengths)
+                self.layers.extend(layer(d_in, d_out, rngs) for _ in range(count))
+                self.run_lengths += (1,) * count
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """x (..., sizes[0]) -> (..., sizes[-1])."""
+        """x (..., sizes[0]) -> (..., sizes[-1]): the book's loop, a stacked run taking one step."""
         for layer, count in zip(self.layers, self.run_lengths):
             x = self.apply_layer(layer, x) if count == 1 else self.scan_layers(layer, x)
         return x
@@ -85,15 +107,10 @@ class ExampleDeepNeuralNetwork(nnx.Module):
         return layer_output
 
     def scan_layers(self, stacked: nnx.Sequential, x: jax.Array) -> jax.Array:
-        """apply_layer with each layer of a stacked run in turn, x (..., d) -> (..., d).
+        """apply_layer with each layer of a stacked run in turn, x (..., d) -> (..., d), under nnx.scan."""
 
-        Why: jit unrolls a Python loop. At width 1 XLA makes each matmul an elementwise multiply, and
-        its fusion pass copies the backward's chain of them into every layer's gradient: a program
-        quadratic in depth (docs/jax-depth.md). nnx.scan compiles one layer, whatever the depth. remat
-        keeps each layer's matmul output and recomputes its GELU in the backward: scan alone stores
-        every intermediate of every layer and runs about 2x slower than the loop.
-        """
-
+        # remat keeps each layer's matmul output and recomputes its GELU in the backward: scan alone
+        # stores every intermediate of every layer, and ran 2x slower than the loop at width 256.
         @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
         @nnx.remat(policy=jax.checkpoint_policies.dots_saveable)
         def step(layer, x):  # layer: one slice of the stack, kernel (d, d), bias (d,)
@@ -118,37 +135,43 @@ def loss_fn(params: nnx.State, graphdef: nnx.GraphDef, x: jax.Array, target: jax
 grad_fn = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 2), has_aux=True), static_argnums=1)
 
 
-def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
+def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
     """The common entry point: loss, output and every gradient, as NumPy arrays.
 
-    params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout;
-    x (..., sizes[0]); target broadcastable to the output; gelu_form "tanh" or "exact";
-    dtype "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}.
-    """
+    params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout, with norm "pre" (W, b,
+    scale (d_in,), shift (d_in,)); x (..., sizes[0]); target broadcastable to the output; gelu_form "tanh" or
+    "exact"; dtype "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}, and with norm "pre"
+    "dscale" and "dshift"."""
+    if any(len(layer) != {"none": 2, "pre": 4}.get(norm) for layer in params):
+        raise ValueError(f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'")
     # float64 only inside this call: enable_x64 is a context, no global flag is left set.
     with jax.enable_x64(dtype == "float64"):
         jdtype = jnp.dtype(dtype)
-        sizes = [params[0][0].shape[1]] + [W.shape[0] for W, _ in params]
+        sizes = [params[0][0].shape[1]] + [layer[0].shape[0] for layer in params]
         # eval_shape builds the structure without drawing (or compiling) a random init:
         # the shared weights take the parameters' place at once.
         model = nnx.eval_shape(
-            lambda: ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form, dtype=jdtype, rngs=nnx.Rngs(0))
+            lambda: ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form, norm, dtype=jdtype, rngs=nnx.Rngs(0))
         )
         book_layers = iter(params)
         for layer, count in zip(model.layers, model.run_lengths):
-            Ws, bs = zip(*itertools.islice(book_layers, count))  # the book's layers this entry holds
-            kernels = np.stack([np.asarray(W).T for W in Ws])  # (L, d_in, d_out): torch (out, in) -> Flax (in, out)
-            linear = layer.layers[0]
-            linear.kernel = nnx.Param(jnp.asarray(kernels if count > 1 else kernels[0], jdtype))
-            linear.bias = nnx.Param(jnp.asarray(np.stack(bs) if count > 1 else bs[0], jdtype))
+            held = zip(*itertools.islice(book_layers, count))  # the Ws, bs(, scales, shifts) of the layers it holds
+            W, b, *norm_params = (np.stack(a) if count > 1 else a[0] for a in held)  # a run's stacked: (L, ...)
+            *norm_layer, linear, _ = layer.layers  # norm_layer: [LayerNorm] for pre-LN, else []
+            linear.kernel = nnx.Param(jnp.asarray(np.swapaxes(W, -1, -2), jdtype))  # torch (out, in) -> Flax (in, out)
+            linear.bias = nnx.Param(jnp.asarray(b, jdtype))
+            for ln in norm_layer:
+                ln.scale, ln.shift = (nnx.Param(jnp.asarray(p, jdtype)) for p in norm_params)
         graphdef, model_params = nnx.split(model, nnx.Param)
         x, target = jnp.asarray(x, jdtype), jnp.asarray(target, jdtype)
 
         (loss, output), (dparams, dx) = grad_fn(model_params, graphdef, x, target)
 
-        dlayers, dW, db = nnx.to_pure_dict(dparams)["layers"], [], []
+        dlayers, grads = nnx.to_pure_dict(dparams)["layers"], {}
         for j, count in enumerate(model.run_lengths):
-            dkernel, dbias = np.asarray(dlayers[j]["layers"][0]["kernel"]), np.asarray(dlayers[j]["layers"][0]["bias"])
-            dW += [k.T for k in dkernel.reshape(count, *dkernel.shape[-2:])]  # (L, in, out) -> L of (out, in)
-            db += list(dbias.reshape(count, -1))  # (L, out) -> L of (out,)
-        return {"loss": np.asarray(loss), "output": np.asarray(output), "dW": dW, "db": db, "dx": np.asarray(dx)}
+            steps = dlayers[j]["layers"]  # {0: LayerNorm's, 1: Linear's} for pre-LN, else {0: Linear's}
+            found = {"dW": np.swapaxes(steps[len(steps) - 1]["kernel"], -1, -2), "db": steps[len(steps) - 1]["bias"]}
+            found |= {"dscale": steps[0]["scale"], "dshift": steps[0]["shift"]} if len(steps) == 2 else {}
+            for key, grad in found.items():  # a run's (L, ...) as L arrays, one layer's as itself
+                grads.setdefault(key, []).extend(np.asarray(grad) if count > 1 else [np.asarray(grad)])
+        return {"loss": np.asarray(loss), "output": np.asarray(output), **grads, "dx": np.asarray(dx)}

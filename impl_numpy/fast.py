@@ -13,6 +13,9 @@ CUDA kernels. What it trades against the reference, each trick said where it is 
 
 The price: the lines no longer read as the book's formula, and the tanh form rounds
 differently from model.py's (a few ulps); tests/test_numpy_fast.py checks every tensor.
+
+It is the book's network only: norm "pre" (a LayerNorm in every layer) is model.py's alone,
+and is refused here with a ValueError rather than run without its norms.
 """
 
 import numpy as np
@@ -73,8 +76,12 @@ def gelu_backward(dy: np.ndarray, z: np.ndarray, phi: np.ndarray, scratch: np.nd
     return np.multiply(w, dy, out=z)  # dz = dy gelu'(z), into z's buffer
 
 
-def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
-    """model.loss_and_grads, fast: the same arguments, and {"loss", "output", "dW", "db", "dx"}."""
+def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
+    """model.loss_and_grads, fast: the same arguments, and {"loss", "output", "dW", "db", "dx"}; norm "none" only."""
+    if norm != "none" or any(len(layer) != 2 for layer in params):
+        raise ValueError(
+            f"impl_numpy.fast runs the book's network only (norm 'none', (W, b) per layer), not norm={norm!r}: use impl_numpy.model"
+        )
     params = [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in params]
     x, target = np.asarray(x, dtype), np.asarray(target, dtype)
     h = x.reshape(-1, x.shape[-1])  # (rows, d_in): leading dimensions flattened; a view for a contiguous x

@@ -13,6 +13,7 @@ GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gim
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # Python floats (double): cast to x's dtype at use
 SQRT_1_OVER_2 = math.sqrt(0.5)
 SQRT_1_OVER_2PI = math.sqrt(0.5 / math.pi)  # the normal density's 1 / sqrt(2 pi)
+LAYER_NORM_EPS = 1e-5  # the book's LayerNorm eps: keeps 1 / sqrt(var + eps) finite on a constant row
 _erf = np.vectorize(math.erf, otypes=[np.float64])  # NumPy has no erf ufunc: the C library's, in double
 
 
@@ -48,6 +49,30 @@ def gelu_backward(dout: np.ndarray, x: np.ndarray, form: str) -> np.ndarray:
     return dout * (phi + x * dphi)  # (...,)   g = x Phi  =>  g' = Phi + x Phi'
 
 
+def layer_norm(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """x (..., d) normalised over its last dimension, then scaled and shifted by scale, shift (d,): the book's LayerNorm."""
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    var = x.var(axis=-1, keepdims=True)  # (..., 1)   ddof=0: no Bessel's correction, as the book's unbiased=False
+    norm_x = (x - mean) / np.sqrt(var + x.dtype.type(LAYER_NORM_EPS))  # (..., d)
+    return scale * norm_x + shift  # (..., d)
+
+
+def layer_norm_backward(dout: np.ndarray, x: np.ndarray, scale: np.ndarray) -> tuple:
+    """(dx (..., d), dscale (d,), dshift (d,)) given dout = dL/d layer_norm(x, scale, shift). With
+    xhat = (x - mu) / sigma, sigma = sqrt(var + eps) and out = scale xhat + shift, dxhat = dout scale;
+    each x_k of a row moves its mu (dmu/dx_k = 1/d) and its sigma (dsigma/dx_k = xhat_k / d), so
+        dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sigma,   means over the row:
+    the two means are the mean's and the variance's share, the terms dx = dxhat / sigma leaves out."""
+    d = x.shape[-1]
+    sigma = np.sqrt(x.var(axis=-1, keepdims=True) + x.dtype.type(LAYER_NORM_EPS))  # (..., 1)
+    xhat = (x - x.mean(axis=-1, keepdims=True)) / sigma  # (..., d)
+    dscale = (dout * xhat).reshape(-1, d).sum(axis=0)  # (d,)   out = scale xhat + shift  =>  sum_rows dout xhat
+    dshift = dout.reshape(-1, d).sum(axis=0)  # (d,)   sum_rows dout
+    dxhat = dout * scale  # (..., d)
+    dx = (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True)) / sigma  # (..., d)
+    return dx, dscale, dshift
+
+
 def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """x (..., d_in) -> (..., d_out), with W (d_out, d_in) and b (d_out,) in torch's layout."""
     return x @ W.T + b  # (..., d_out)
@@ -63,17 +88,18 @@ def linear_backward(dz: np.ndarray, x: np.ndarray, W: np.ndarray) -> tuple:
 
 
 class ExampleDeepNeuralNetwork:
-    """Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match."""
+    """(LayerNorm +) Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match."""
 
     def __init__(self, params: list, use_shortcut: bool, gelu_form: str):
-        """params: [(W (d_out, d_in), b (d_out,)), ...], torch's layout, in the computation's dtype."""
+        """params: [(W (d_out, d_in), b (d_out,)), ...] in torch's layout; pre-LN: (W, b, scale (d_in,), shift (d_in,))."""
         self.params, self.use_shortcut, self.gelu_form = params, use_shortcut, gelu_form
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (..., sizes[0]) -> (..., sizes[-1]); self.cache: (x, z, shortcut taken?) per layer."""
         self.cache = []
-        for W, b in self.params:
-            z = linear(x, W, b)  # (..., d_out)
+        for W, b, *norm in self.params:  # norm: (scale, shift) in a pre-LN layer, else ()
+            h = layer_norm(x, *norm) if norm else x  # (..., d_in)   the Linear's input
+            z = linear(h, W, b)  # (..., d_out)
             layer_output = gelu(z, self.gelu_form)  # (..., d_out)
             shortcut = self.use_shortcut and x.shape == layer_output.shape
             self.cache.append((x, z, shortcut))
@@ -82,15 +108,18 @@ class ExampleDeepNeuralNetwork:
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """dL/dx (..., sizes[0]) given dout = dL/d output, from the cache in reverse. Sets self.dW,
-        self.db, self.dy (dL/d each layer's output), self.dz (dL/d each z): lists in layer order."""
+        self.db, self.dy (dL/d each layer's output), self.dz (dL/d each z), and for pre-LN layers
+        self.dscale, self.dshift (None elsewhere): lists in layer order."""
         n = len(self.params)
-        self.dW, self.db, self.dy, self.dz = [None] * n, [None] * n, [None] * n, [None] * n
+        self.dW, self.db, self.dy, self.dz, self.dscale, self.dshift = ([None] * n for _ in range(6))
         dy = dout  # (..., d_out) of the last layer
         for i in reversed(range(n)):
-            x, z, shortcut = self.cache[i]
+            (x, z, shortcut), (W, _, *norm) = self.cache[i], self.params[i]
             self.dy[i] = dy
             self.dz[i] = gelu_backward(dy, z, self.gelu_form)  # (..., d_out)   a = gelu(z)
-            dx, self.dW[i], self.db[i] = linear_backward(self.dz[i], x, self.params[i][0])  # z = x W^T + b
+            h = layer_norm(x, *norm) if norm else x  # (..., d_in)   the Linear's input, recomputed
+            dx, self.dW[i], self.db[i] = linear_backward(self.dz[i], h, W)  # z = h W^T + b
+            dx, self.dscale[i], self.dshift[i] = layer_norm_backward(dx, x, norm[0]) if norm else (dx, None, None)
             dy = dx + dy if shortcut else dx  # (..., d_in)   y = x + a  =>  dx += dy, the identity path
         return dy
 
@@ -105,15 +134,16 @@ def mse_loss_backward(output: np.ndarray, target: np.ndarray) -> np.ndarray:
     return output.dtype.type(2.0 / output.size) * (output - target)
 
 
-def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
+def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
     """The common entry point: loss, output and every gradient, as NumPy arrays.
 
-    params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout;
-    x (..., sizes[0]); target broadcastable to the output; gelu_form "tanh" or "exact";
-    dtype "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}, and "dy"
-    and "dz" (dL/d each layer's output and pre-activation z, in layer order).
-    """
-    params = [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in params]
+    params: [(W (d_out, d_in), b (d_out,)), ...] in torch's layout, with norm "pre" (W, b, scale (d_in,),
+    shift (d_in,)); x (..., sizes[0]); target broadcastable to the output; gelu_form "tanh" or "exact"; dtype
+    "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}, "dy" and "dz" (dL/d each layer's
+    output and z, in layer order), and with norm "pre" "dscale" and "dshift"."""
+    if any(len(layer) != {"none": 2, "pre": 4}.get(norm) for layer in params):
+        raise ValueError(f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'")
+    params = [tuple(np.asarray(p, dtype) for p in layer) for layer in params]
     x, target = np.asarray(x, dtype), np.asarray(target, dtype)
     model = ExampleDeepNeuralNetwork(params, use_shortcut, gelu_form)
 
@@ -121,4 +151,5 @@ def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
     loss = mse_loss(output, target)
     dx = model.backward(mse_loss_backward(output, target))
 
-    return {"loss": loss, "output": output, "dW": model.dW, "db": model.db, "dx": dx, "dy": model.dy, "dz": model.dz}
+    result = {"loss": loss, "output": output, "dW": model.dW, "db": model.db, "dx": dx, "dy": model.dy, "dz": model.dz}
+    return result | ({"dscale": model.dscale, "dshift": model.dshift} if norm == "pre" else {})

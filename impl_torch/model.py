@@ -1,7 +1,8 @@
 """The book's ExampleDeepNeuralNetwork in PyTorch; gradients by loss.backward().
 
 Parameter names are the book's state_dict names, `layers.{i}.0.weight` (d_out, d_in)
-and `layers.{i}.0.bias` (d_out,), so a book reader's print_gradients loop works as is.
+and `layers.{i}.0.bias` (d_out,), so a book reader's print_gradients loop works as is;
+pre-LN adds `norms.{i}.scale` and `norms.{i}.shift` (d_in,).
 """
 
 import math
@@ -14,6 +15,7 @@ from torch import nn
 GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gimpel, 2016)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float: torch applies it in the tensor's dtype
 SQRT_1_OVER_2 = math.sqrt(0.5)
+LAYER_NORM_EPS = 1e-5  # the book's LayerNorm eps: keeps 1 / sqrt(var + eps) finite on a constant row
 
 
 def gelu(x: torch.Tensor, form: str) -> torch.Tensor:
@@ -40,21 +42,40 @@ class GELU(nn.Module):
         return gelu(x, self.form)
 
 
-class ExampleDeepNeuralNetwork(nn.Module):
-    """Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match."""
+class LayerNorm(nn.Module):
+    """The book's LayerNorm, written out rather than nn.LayerNorm: x (..., emb_dim) over its last dimension."""
 
-    def __init__(self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str):
+    def __init__(self, emb_dim: int):
+        super().__init__()
+        self.eps = LAYER_NORM_EPS
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # (..., 1)
+        norm_x = (x - mean) / torch.sqrt(var + self.eps)  # (..., emb_dim)
+        return self.scale * norm_x + self.shift
+
+
+class ExampleDeepNeuralNetwork(nn.Module):
+    """(LayerNorm +) Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match."""
+
+    def __init__(self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str, norm: str = "none"):
+        """norm "pre": a LayerNorm in front of every layer, x = x + layer(LN(x)), as GPT-2; "none": the book's."""
         super().__init__()
         self.use_shortcut = use_shortcut
-        self.layers = nn.ModuleList(
-            nn.Sequential(nn.Linear(d_in, d_out), GELU(gelu_form))
-            for d_in, d_out in zip(layer_sizes[:-1], layer_sizes[1:])
-        )
+        sizes = list(zip(layer_sizes[:-1], layer_sizes[1:]))
+        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(d_in, d_out), GELU(gelu_form)) for d_in, d_out in sizes)
+        if norm not in ("none", "pre"):
+            raise ValueError(f"unknown norm {norm!r}: use 'none' or 'pre'")
+        # nn.Identity has no parameters: without the norm the state_dict is the book's, name for name.
+        self.norms = nn.ModuleList(LayerNorm(d_in) if norm == "pre" else nn.Identity() for d_in, _ in sizes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., sizes[0]) -> (..., sizes[-1])."""
-        for layer in self.layers:
-            layer_output = layer(x)  # (..., d_out)
+        for norm, layer in zip(self.norms, self.layers):
+            layer_output = layer(norm(x))  # (..., d_out)
             if self.use_shortcut and x.shape == layer_output.shape:
                 x = x + layer_output  # the shortcut: the input joins the output
             else:
@@ -81,23 +102,29 @@ def full_float32_matmuls():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
+def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
     """The common entry point: loss, output and every gradient, as NumPy arrays.
 
-    params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout;
-    x (..., sizes[0]); target broadcastable to the output; gelu_form "tanh" or "exact";
-    dtype "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}.
+    params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout, with norm "pre"
+    (W, b, scale (d_in,), shift (d_in,)); x (..., sizes[0]); target broadcastable to the output;
+    gelu_form "tanh" or "exact"; dtype "float32" or "float64". Returns {"loss", "output", "dW",
+    "db", "dx"}, and with norm "pre" "dscale" and "dshift".
     """
+    if any(len(layer) != {"none": 2, "pre": 4}.get(norm) for layer in params):
+        raise ValueError(f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'")
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    sizes = [params[0][0].shape[1]] + [W.shape[0] for W, _ in params]
+    sizes = [params[0][0].shape[1]] + [layer[0].shape[0] for layer in params]
     # On the meta device nn.Linear allocates nothing and draws no random init: the caller's torch
     # RNG is untouched. The shared weights then take the parameters' place, by the book's names.
     with torch.device("meta"):
-        model = ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form)
+        model = ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form, norm)
     weights = {}
-    for i, (W, b) in enumerate(params):
+    for i, (W, b, *norm_params) in enumerate(params):  # norm_params: pre-LN's (scale, shift), (d_in,) each
         weights[f"layers.{i}.0.weight"] = torch.tensor(np.asarray(W), dtype=torch_dtype)  # (d_out, d_in)
         weights[f"layers.{i}.0.bias"] = torch.tensor(np.asarray(b), dtype=torch_dtype)  # (d_out,)
+        for name, p in zip(("scale", "shift"), norm_params):
+            weights[f"norms.{i}.{name}"] = torch.tensor(np.asarray(p), dtype=torch_dtype)  # (d_in,)
+    # strict: a pre-LN layer without its norm's scale and shift is refused, as are ones the network lacks.
     model.load_state_dict(weights, assign=True)
     x = torch.tensor(np.asarray(x), dtype=torch_dtype, requires_grad=True)
     target = torch.tensor(np.asarray(target), dtype=torch_dtype)
@@ -107,10 +134,16 @@ def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
         loss = mse_loss(output, target)
         loss.backward()
 
-    return {
+    result = {
         "loss": loss.detach().numpy(),
         "output": output.detach().numpy(),
         "dW": [layer[0].weight.grad.numpy() for layer in model.layers],
         "db": [layer[0].bias.grad.numpy() for layer in model.layers],
         "dx": x.grad.numpy(),
     }
+    if norm == "pre":
+        result |= {
+            "dscale": [n.scale.grad.numpy() for n in model.norms],
+            "dshift": [n.shift.grad.numpy() for n in model.norms],
+        }
+    return result

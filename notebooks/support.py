@@ -68,6 +68,7 @@ CHECKS = {
     "linear": ("linear", "linear_backward", None),
     "shortcut": ("shortcut", "ExampleDeepNeuralNetwork.backward", None),
     "network": ("network", "ExampleDeepNeuralNetwork.backward", None),
+    "layernorm": ("layernorm", "layer_norm_backward", None),
 }
 # The notebook's definitions that take the skeleton's blanks' places, and the exercise that makes each.
 DEFINED_IN = {
@@ -77,6 +78,7 @@ DEFINED_IN = {
     "gelu_backward_exact": "exercise 3",
     "linear_backward": "exercise 4",
     "ExampleDeepNeuralNetwork": "exercise 5",
+    "layer_norm_backward": "exercise 6",
 }
 
 

@@ -9,6 +9,8 @@ BOOK_LAYER_SIZES = (3, 3, 3, 3, 3, 1)  # ExampleDeepNeuralNetwork in section 4.4
 BOOK_SEED = 123  # torch.manual_seed(123) before building the model
 GELU_FORMS = ("tanh", "exact")
 DTYPES = ("float32", "float64")
+# "none": the book's network; "pre": a LayerNorm in front of every layer, x = x + GELU(Linear(LN(x))), as GPT-2.
+NORMS = ("none", "pre")
 FRAMEWORKS = ("torch", "jax", "numpy")
 # The fourth column: finite differences of a float64 forward (impl_numerical/model.py), on request only.
 ORACLE = "numerical"
@@ -69,6 +71,7 @@ class Config:
     dtype: str = "float32"  # the book's; "float64" shows agreement to 1e-12
     frameworks: tuple[str, ...] = FRAMEWORKS
     weights: str | None = None  # a safetensors file in place of the seeded weights
+    norm: str = "none"  # the book's network; "pre" puts a LayerNorm in front of every layer (its next step)
 
 
 def parse_layer_sizes(text: str) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ class Inputs:
     """One run's configuration and arrays, every array already in the run's dtype."""
 
     config: Config
-    params: list  # [(W (d_out, d_in), b (d_out,)), ...]
+    params: list  # [(W (d_out, d_in), b (d_out,)), ...], pre-LN [(W, b, scale (d_in,), shift (d_in,)), ...]
     x: np.ndarray  # (..., sizes[0])
     target: np.ndarray  # broadcastable to (..., sizes[-1])
     is_book: bool  # the book's weights, input and target in float32: its printed numbers apply
@@ -31,12 +31,15 @@ def resolve(
     shortcut: str,
     gelu: str,
     dtype: str,
+    norm: str = "none",
 ) -> Inputs:
     """Check every input before any work; raises InputError with one line for the first bad one."""
     fns = frameworks.resolve(frameworks_text or ",".join(Config().frameworks))
     names = tuple(fns)
     if names == (ORACLE,):
         raise InputError(f"--frameworks {ORACLE} checks an implementation: add torch, jax or numpy")
+    if norm == "pre" and "numpy-fast" in names:
+        raise InputError("--norm pre: numpy-fast has no LayerNorm (it is the book network's fast step); use numpy")
     if save_weights:
         files.check_output_path(save_weights, "--save-weights")
     resources.check_seed(seed)
@@ -45,8 +48,8 @@ def resolve(
 
     x = target = None
     if weights_file:
-        params, x, target = weights.load_weights(weights_file)
-        file_sizes = (params[0][0].shape[1],) + tuple(W.shape[0] for W, _ in params)
+        params, x, target = weights.load_weights(weights_file, norm)
+        file_sizes = (params[0][0].shape[1],) + tuple(layer[0].shape[0] for layer in params)
         if layer_sizes is not None and layer_sizes != file_sizes:
             raise InputError(
                 f"--layer-sizes {','.join(map(str, layer_sizes))} disagrees with {weights_file}, "
@@ -57,17 +60,18 @@ def resolve(
     else:
         layer_sizes = layer_sizes or BOOK_LAYER_SIZES
         resources.check_memory(layer_sizes, 1, dtype)  # before the weights are drawn
-        params = weights.seeded_params(layer_sizes, seed)
+        params = weights.seeded_params(layer_sizes, seed, norm)
     x = weights.default_input(layer_sizes[0]) if x is None else x
     weights.check_input(x, layer_sizes)
     target = weights.default_target(layer_sizes[-1]) if target is None else target
     weights.check_target(target, x.shape[:-1] + (layer_sizes[-1],))
-    for i, (W, b) in enumerate(params):
-        resources.check_values(f"layers.{i}.0.weight", W, dtype)
-        resources.check_values(f"layers.{i}.0.bias", b, dtype)
+    names_in_file = ("layers.{}.0.weight", "layers.{}.0.bias", "norms.{}.scale", "norms.{}.shift")
+    for i, layer in enumerate(params):
+        for name, array in zip(names_in_file, layer):
+            resources.check_values(name.format(i), array, dtype)
     resources.check_values("input", x, dtype)
     resources.check_values("target", target, dtype)
-    elements = sum(W.size + b.size for W, b in params) + x.size
+    elements = sum(array.size for layer in params for array in layer) + x.size
     if ORACLE in names and elements > impl_numerical.MAX_ELEMENTS:
         raise InputError(
             f"--frameworks {ORACLE} runs eight forward passes per weight, bias and input element; this network has "
@@ -75,9 +79,9 @@ def resolve(
         )
 
     np_dtype = np.dtype(dtype)
-    params = [(W.astype(np_dtype), b.astype(np_dtype)) for W, b in params]  # upcast (or round) once, here
+    params = [tuple(array.astype(np_dtype) for array in layer) for layer in params]  # upcast (or round) once, here
     x, target = x.astype(np_dtype), target.astype(np_dtype)
-    config = Config(layer_sizes, seed, shortcut, gelu, dtype, names, weights_file)
+    config = Config(layer_sizes, seed, shortcut, gelu, dtype, names, weights_file, norm)
     return Inputs(config, params, x, target, is_book_configuration(config, params, x, target), fns)
 
 
@@ -87,8 +91,8 @@ def rows(x) -> int:
 
 
 def is_book_configuration(config: Config, params, x, target) -> bool:
-    """The book's numbers apply: its sizes, weights, input and target, in float32."""
-    if config.layer_sizes != BOOK_LAYER_SIZES or config.dtype != "float32":
+    """The book's numbers apply: its sizes, weights, input and target, in float32, and no LayerNorm."""
+    if config.layer_sizes != BOOK_LAYER_SIZES or config.dtype != "float32" or config.norm != "none":
         return False
     book_params = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)
     same_weights = all(np.array_equal(W, bW) and np.array_equal(b, bb) for (W, b), (bW, bb) in zip(params, book_params))

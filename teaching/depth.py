@@ -27,7 +27,6 @@ vmap of grad). tests/test_depth.py checks them against per-seed loss_and_grads o
 impl_torch and impl_numpy.
 """
 
-import inspect
 import time
 from contextlib import contextmanager
 
@@ -44,25 +43,15 @@ VARIANTS = {  # name: ExampleDeepNeuralNetwork's settings
     "shortcut": {"use_shortcut": True, "norm": "none"},
     "pre-ln": {"use_shortcut": True, "norm": "pre"},
 }
-# PENDING: LayerNorm is being added to the implementations (ExampleDeepNeuralNetwork(..., norm=)).
-# Until impl_torch takes norm=, the pre-ln variant cannot run: available_variants leaves it out.
-NORM_READY = "norm" in inspect.signature(model.ExampleDeepNeuralNetwork).parameters
 BOOTSTRAP_RESAMPLES = 1000  # resamples of the seeds for the fit's interval; enough for the 2.5th and 97.5th percentiles
 BOOTSTRAP_SEED = 0  # numpy.random.default_rng(BOOTSTRAP_SEED) draws the resamples: the interval is reproducible
 CONFIDENCE = 0.95
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def available_variants() -> tuple[str, ...]:
-    """The variants impl_torch can run now (pre-ln needs its norm= argument)."""
-    return tuple(name for name, s in VARIANTS.items() if NORM_READY or s["norm"] == "none")
-
-
 def build_network(sizes, variant: str, gelu_form: str, dtype: str) -> torch.nn.Module:
     """impl_torch's ExampleDeepNeuralNetwork for the variant, in dtype, without touching the caller's torch RNG."""
-    settings = dict(VARIANTS[variant])
-    if not NORM_READY and settings.pop("norm") != "none":  # PENDING: see NORM_READY
-        raise ValueError(f"the {variant} variant needs ExampleDeepNeuralNetwork(norm=), which impl_torch lacks so far")
+    settings = VARIANTS[variant]
     with torch.random.fork_rng(devices=[]):  # its init is replaced by the seeds' weights
         network = model.ExampleDeepNeuralNetwork(list(sizes), gelu_form=gelu_form, **settings)
     return network.to(TORCH_DTYPES[dtype])
@@ -232,10 +221,10 @@ def study(
     resamples: int = BOOTSTRAP_RESAMPLES,
     progress=None,
 ) -> dict:
-    """The study over depths x widths x variants (default: available_variants()), n_seeds draws each.
+    """The study over depths x widths x variants (default: all of VARIANTS), n_seeds draws each.
 
     Seeds are first_seed, ..., first_seed + n_seeds - 1. Returns a JSON-able dict:
-    {"depths", "widths", "variants", "pending": [variants left out], "seeds", "gelu", "dtype",
+    {"depths", "widths", "variants", "seeds", "gelu", "dtype",
      "resamples", "confidence", "seconds",
      "panels": [{"width", "variants": {name: {
         "values": [[layer 0's mean |dL/dW| per seed] per depth],
@@ -244,7 +233,7 @@ def study(
         "fit": fit_factor's dict}}}]}.
     `progress(text)` is called before each width and depth.
     """
-    variants = list(variants if variants is not None else available_variants())
+    variants = list(variants if variants is not None else VARIANTS)
     depths, seeds = [int(d) for d in depths], list(range(first_seed, first_seed + n_seeds))
     start = time.perf_counter()
     panels = []
@@ -271,7 +260,6 @@ def study(
         "depths": depths,
         "widths": [int(w) for w in widths],
         "variants": variants,
-        "pending": [name for name in VARIANTS if name not in available_variants()],
         "seeds": seeds,
         "gelu": gelu_form,
         "dtype": dtype,
@@ -297,8 +285,6 @@ def format_study(result: dict) -> str:
         f"Networks: sizes (width,) * depth + (1,), input linspace(1, -1, width), target 0, {result['gelu']} GELU,"
         f" {result['dtype']}; {result['seconds']:.1f} s.",
     ]
-    if result["pending"]:
-        lines.append(f"Pending (impl_torch has no norm= yet): {', '.join(result['pending'])}.")
     for panel in result["panels"]:
         runs = panel["variants"]
         lines += ["", f"Width {panel['width']}", f"{'depth':>5}" + "".join(f"  {name:<34}" for name in names)]

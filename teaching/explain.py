@@ -14,10 +14,17 @@ it, every layer multiplies the gradient by its own through-layer factor, and the
 product of those factors is what vanishes. Every figure is mean |.| over the elements,
 the book's measure for dL/dW.
 
+A pre-LN layer (params (W, b, scale, shift), the book's next step) puts a LayerNorm before
+the Linear, h = layer_norm(x, scale, shift) and z = h @ W.T + b, so the path through the layer
+runs through the norm's backward too, while the identity path does not:
+
+    dx = layer_norm_backward(dz @ W, x, scale)   +   dy
+
 Every figure comes from impl_numpy.model's own functions: ExampleDeepNeuralNetwork's
-forward (its cache) and backward, mse_loss_backward, and linear_backward, whose dx is the
-path through the layer; only the split of dx into its two terms is done here.
-tests/test_explain.py checks every figure against torch's autograd.
+forward (its cache) and backward, mse_loss_backward, layer_norm, and linear_backward and
+layer_norm_backward, whose dx is the path through the layer; only the split of dx into its
+two terms is done here. tests/test_explain.py and tests/test_layernorm.py check every figure
+against torch's autograd.
 """
 
 from dataclasses import dataclass
@@ -36,22 +43,26 @@ class LayerPaths:
     x: np.ndarray  # (..., d_in)    the layer's input, from forward's cache
     dy: np.ndarray  # (..., d_out)  dL/dy, arriving at the layer's output
     dz: np.ndarray  # (..., d_out)  dL/dz = dy * gelu'(z)
-    through: np.ndarray  # (..., d_in)  dz @ W, the path through the layer
+    through: np.ndarray  # (..., d_in)  the path through the layer: dz @ W, through the LayerNorm's backward if pre-LN
     identity: np.ndarray  # (..., d_in)  dy if the shortcut is taken, else zeros
     dx: np.ndarray  # (..., d_in)  dL/dx = through + identity
     dW: np.ndarray  # (d_out, d_in)
     db: np.ndarray  # (d_out,)
+    h: np.ndarray  # (..., d_in)    the Linear's input: layer_norm(x, scale, shift) if pre-LN, else x itself
+    dh: np.ndarray  # (..., d_in)   dz @ W, dL/dh: the path through the layer before the LayerNorm's backward
+    norm: bool = False  # a pre-LN layer: through = layer_norm_backward(dh, x, scale), not dh
 
 
 def gradient_paths(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str) -> dict:
     """The backward pass of impl_numpy.model, layer by layer from the last to the first.
 
-    Same arguments as loss_and_grads. Returns {"loss", "output", "dout" (dL/d output),
+    Same arguments as loss_and_grads; params (W, b) per layer, or (W, b, scale, shift) for a
+    pre-LN network. Returns {"loss", "output", "dout" (dL/d output), "norm" ("none" or "pre"),
     "layers": [LayerPaths for the last layer, ..., for layer 0]}.
     """
     from impl_numpy import model
 
-    params = [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in params]
+    params = [tuple(np.asarray(a, dtype) for a in layer) for layer in params]
     x, target = np.asarray(x, dtype), np.asarray(target, dtype)
     network = model.ExampleDeepNeuralNetwork(params, use_shortcut, gelu_form)
     output = network.forward(x)  # network.cache: (x, z, shortcut taken?) per layer
@@ -61,18 +72,25 @@ def gradient_paths(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
     layers = []
     for i in reversed(range(len(params))):
         x_i, _, shortcut = network.cache[i]
+        W, _, *norm = params[i]  # norm: (scale, shift) in a pre-LN layer, else ()
         dy, dz = network.dy[i], network.dz[i]  # (..., d_out)
-        through, _, _ = model.linear_backward(dz, x_i, params[i][0])  # (..., d_in)  its dx: dz W
+        h = model.layer_norm(x_i, *norm) if norm else x_i  # (..., d_in)   the Linear's input
+        dh, _, _ = model.linear_backward(dz, h, W)  # (..., d_in)   the Linear's dx: dz W
+        through = model.layer_norm_backward(dh, x_i, norm[0])[0] if norm else dh  # (..., d_in)  h = LN(x)
         identity = dy if shortcut else np.zeros_like(through)  # (..., d_in)   y = x + a  =>  dx += dy
-        layers.append(LayerPaths(i, shortcut, x_i, dy, dz, through, identity, dxs[i], network.dW[i], network.db[i]))
-    return {"loss": model.mse_loss(output, target), "output": output, "dout": dout, "layers": layers}
+        paths = (through, identity, dxs[i], network.dW[i], network.db[i], h, dh, bool(norm))
+        layers.append(LayerPaths(i, shortcut, x_i, dy, dz, *paths))
+    norm_name = "pre" if len(params[0]) == 4 else "none"
+    return {"loss": model.mse_loss(output, target), "output": output, "dout": dout, "norm": norm_name, "layers": layers}
 
 
 def breakdown(paths: dict) -> list[dict]:
     """The figures --explain prints, one dict per layer from the last to the first.
 
     "running" is mean|dy| / mean|dL/d output|: the product of the gains of every layer
-    above this one. "gelu" is mean|dz| / mean|dy| and "gain" is mean|dx| / mean|dy|.
+    above this one. "gelu" is mean|dz| / mean|dy| and "gain" is mean|dx| / mean|dy|. A
+    pre-LN layer's row also has "dh" (mean|dz @ W|), "ln" (mean|through| / mean|dh|: what
+    the LayerNorm's backward makes of the path) and "h" (mean|LN(x)|, the Linear's input).
     """
     rows, out = [], mean_abs(paths["dout"])
     for p in paths["layers"]:
@@ -93,11 +111,15 @@ def breakdown(paths: dict) -> list[dict]:
                 "dW": mean_abs(p.dW),
             }
         )
+        if p.norm:
+            dh = mean_abs(p.dh)
+            rows[-1] |= {"dh": dh, "ln": mean_abs(p.through) / dh if dh else float("nan"), "h": mean_abs(p.h)}
     return rows
 
 
 def explain(params, x, target, *, settings, gelu_form: str, dtype: str) -> dict:
-    """--explain's report: {"dtype", "gelu", "runs": [{"use_shortcut", "loss", "dout", "rows", "layers"}]}."""
+    """--explain's report: {"dtype", "gelu", "runs": [{"use_shortcut", "loss", "dout", "rows", "layers"}]},
+    and "norm": "pre" where params are a pre-LN network's, (W, b, scale, shift) per layer."""
     runs = []
     for use_shortcut in settings:
         paths = gradient_paths(params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form, dtype=dtype)
@@ -110,10 +132,12 @@ def explain(params, x, target, *, settings, gelu_form: str, dtype: str) -> dict:
                 "layers": breakdown(paths),
             }
         )
-    return {"dtype": dtype, "gelu": gelu_form, "runs": runs}
+    report = {"dtype": dtype, "gelu": gelu_form, "runs": runs}
+    return report | ({"norm": "pre"} if len(params[0]) == 4 else {})
 
 
 GELU_PRIME = "gelu'"
+LN_PRIME = "LN'"
 COLUMNS = (
     ("dL/dy", "arrives at the layer's output"),
     ("running", "dL/dy / dL/d output: the product of the gains of the layers above"),
@@ -124,27 +148,41 @@ COLUMNS = (
     ("gain", "dL/dx / dL/dy"),
     ("|x|, dL/dW", "the layer's input and its weight gradient (the book's figure)"),
 )
+# A pre-LN network's table: the path through the layer is followed through the LayerNorm's backward.
+PRE_LN_COLUMNS = (
+    *COLUMNS[:3],
+    ("dL/dh", "dL/dz @ W: the Linear's dx, arriving at the LayerNorm's output h = LN(x)"),
+    (LN_PRIME, "through / dL/dh: what the LayerNorm's backward makes of it"),
+    ("through", "the LayerNorm's backward of dL/dh: the path through the layer"),
+    *COLUMNS[4:7],
+    ("|h|, dL/dW", "the Linear's input h = LN(x) and its weight gradient (the book's figure)"),
+)
 
 
 def format_explain(report: dict) -> str:
     """The breakdown as text: one table per shortcut setting, then layer 0 taken apart."""
+    pre = report.get("norm") == "pre"
+    network = ", pre-LN: each layer is x + GELU(Linear(LN(x)))" if pre else ""
     lines = [
-        f"Gradient paths, from the hand-written NumPy backward ({report['gelu']} GELU, {report['dtype']}).",
+        f"Gradient paths, from the hand-written NumPy backward ({report['gelu']} GELU, {report['dtype']}{network}).",
         "Each figure is mean |.| over the elements; layers from the output down to the input.",
-        *(f"  {name:<10} {meaning}" for name, meaning in COLUMNS),
+        *(f"  {name:<10} {meaning}" for name, meaning in (PRE_LN_COLUMNS if pre else COLUMNS)),
     ]
+    ln_header = f" {'dL/dh':>10} {LN_PRIME:>7}" if pre else ""
     header = (
-        f"{'layer':>5} {'dL/dy':>10} {'running':>10} {GELU_PRIME:>7} {'dL/dz':>10} {'through':>10}"
-        f" {'identity':>10} {'dL/dx':>10} {'gain':>7} {'|x|':>7} {'dL/dW':>10}"
+        f"{'layer':>5} {'dL/dy':>10} {'running':>10} {GELU_PRIME:>7} {'dL/dz':>10}{ln_header} {'through':>10}"
+        f" {'identity':>10} {'dL/dx':>10} {'gain':>7} {'|h|' if pre else '|x|':>7} {'dL/dW':>10}"
     )
     for run in report["runs"]:
         setting = "With" if run["use_shortcut"] else "Without"
         lines += ["", f"{setting} shortcut: loss {run['loss']:.4g}, dL/d output {run['dout']:.4g}", header]
         for r in run["layers"]:
             identity = f"{r['identity']:>10.4g}" if r["shortcut"] else f"{'-':>10}"
+            ln = f" {r['dh']:>10.4g} {r['ln']:>7.4g}" if pre else ""
             lines.append(
-                f"{r['layer']:>5} {r['dy']:>10.4g} {r['running']:>10.4g} {r['gelu']:>7.4g} {r['dz']:>10.4g}"
-                f" {r['through']:>10.4g} {identity} {r['dx']:>10.4g} {r['gain']:>7.4g} {r['x']:>7.4g} {r['dW']:>10.4g}"
+                f"{r['layer']:>5} {r['dy']:>10.4g} {r['running']:>10.4g} {r['gelu']:>7.4g} {r['dz']:>10.4g}{ln}"
+                f" {r['through']:>10.4g} {identity} {r['dx']:>10.4g} {r['gain']:>7.4g}"
+                f" {r['h' if pre else 'x']:>7.4g} {r['dW']:>10.4g}"
             )
     lines += ["", *why_layer0(report)]
     return "\n".join(lines)
@@ -155,15 +193,17 @@ def why_layer0(report: dict) -> list[str]:
 
     With one input row, dW = dz^T x is an outer product, so mean|dW| = mean|dz| mean|x|
     exactly, and mean|dz| = mean|dL/d output| x running x gelu' by the definitions above.
+    In a pre-LN network the Linear's input is h = LN(x), so the last factor is mean|h|.
     """
     runs = [run for run in report["runs"] if run["rows"] == 1]
+    inp = "h" if report.get("norm") == "pre" else "x"  # the Linear's input
     lines = []
     for run in runs:
         r = run["layers"][-1]  # layer 0
         setting = "with" if run["use_shortcut"] else "without"
         lines.append(
             f"Layer 0 {setting} shortcut: dL/dW {r['dW']:.4g} = dL/d output {run['dout']:.4g} x running {r['running']:.4g}"
-            f" x gelu' {r['gelu']:.4g} x |x| {r['x']:.4g}"
+            f" x gelu' {r['gelu']:.4g} x |{inp}| {r[inp]:.4g}"
         )
     if len(runs) == 2 and [run["use_shortcut"] for run in runs] == [False, True]:
         (off, on), (off_run, on_run) = (run["layers"][-1] for run in runs), runs
@@ -172,7 +212,7 @@ def why_layer0(report: dict) -> list[str]:
         lines.append(
             f"So with the shortcut layer 0's dL/dW is {on['dW'] / off['dW']:.4g} times larger ="
             f" {on_run['dout'] / off_run['dout']:.4g} (dL/d output) x {on['running'] / off['running']:.4g} (running)"
-            f" x {on['gelu'] / off['gelu']:.4g} (gelu') x {on['x'] / off['x']:.4g} (|x|)."
+            f" x {on['gelu'] / off['gelu']:.4g} (gelu') x {on[inp] / off[inp]:.4g} (|{inp}|)."
         )
         lines.append(
             f"The running product makes the difference: the layers above layer 0 have gains {min(alone):.4g}"

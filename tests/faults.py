@@ -3,8 +3,9 @@
 Each fault is one bug that notebooks and layer libraries really ship, applied to one
 implementation by a monkeypatch or a wrapper for the length of a test: the real code
 carries no hooks for it. Each says where the comparison must first see it, in backprop
-order (crosscheck.check.tensors), with and without shortcuts: a tensor name, or None where
-the bug cannot show (there is no identity path without shortcuts).
+order (crosscheck.contract.tensors), with and without shortcuts: a tensor name, or None where
+the bug cannot show (there is no identity path without shortcuts). A fault in the LayerNorm
+runs on the pre-LN network (norm "pre": the book's weights, a LayerNorm before every layer).
 
     python tests/faults.py              # the table in docs/faults.md, measured afresh
     python tests/faults.py properties   # does each property test fail with each fault in? (~1 min)
@@ -42,6 +43,7 @@ class Fault:
     means_miss: bool = False  # the book's per-layer mean |dL/dW| cannot see it (tests/test_faults.py checks)
     dtypes: tuple = BOTH_DTYPES  # where the bug exists at all
     batched: bool = False  # shows only when the input has more than one row
+    norm: str = "none"  # "pre": a LayerNorm fault, run on the pre-LN network
 
     def expected(self, dtype: str, use_shortcut: bool) -> str | None:
         return self.first.get((dtype, use_shortcut), self.first.get(use_shortcut))
@@ -103,6 +105,18 @@ def numpy_constants_in_float32(mp):
     """Constants typed as float32 literals (np.float32(math.sqrt(2 / math.pi))) in a float64 run."""
     for name in ("SQRT_2_OVER_PI", "SQRT_1_OVER_2", "SQRT_1_OVER_2PI", "GELU_CUBIC"):
         mp.setattr(impl_numpy.model, name, float(np.float32(getattr(impl_numpy.model, name))))
+
+
+def numpy_layer_norm_statistics_constant(mp):
+    """impl_numpy.model.layer_norm_backward with the row's mean and variance taken as constants."""
+    real = impl_numpy.model.layer_norm_backward
+
+    def faulty(dout, x, scale):
+        _, dscale, dshift = real(dout, x, scale)  # dscale and dshift do not involve the statistics
+        sigma = np.sqrt(x.var(axis=-1, keepdims=True) + x.dtype.type(impl_numpy.model.LAYER_NORM_EPS))
+        return dout * scale / sigma, dscale, dshift  # FAULT: dx = dxhat / sigma, no -mean(...) terms
+
+    mp.setattr(impl_numpy.model, "layer_norm_backward", faulty)
 
 
 def jax_in_float32(params, x, target, kw):
@@ -204,6 +218,15 @@ FAULTS = [
         dtypes=("float64",),
     ),
     Fault(
+        "layernorm-statistics-constant",
+        "numpy",
+        "LayerNorm backward dx = dxhat / sigma: the row's mean and variance treated as constants",
+        numpy_layer_norm_statistics_constant,
+        # Layer 4's LayerNorm passes the wrong dx down: layer 3's dW is the first gradient to use it.
+        {False: "layers.3.0.weight", True: "layers.3.0.weight"},
+        norm="pre",
+    ),
+    Fault(
         "jax-float32-told-float64",
         "jax",
         "x64 not enabled: JAX computes in float32 while told float64",
@@ -230,6 +253,18 @@ def batched_network():
     return params, rng.uniform(-1.0, 1.0, (2, 3, 3)), rng.uniform(-1.0, 1.0, (2, 3, 1))
 
 
+def pre_ln_network():
+    """The book's network, weights, input and target with a LayerNorm before every layer (scale 1,
+    shift 0): what compare.py --norm pre runs, for the LayerNorm faults."""
+    params = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED, "pre")
+    return params, weights.default_input(3), weights.default_target(1)
+
+
+def network_of(fault: Fault):
+    """The network a fault is run on: pre-LN for a LayerNorm fault, six rows for a bias fault, else the book's."""
+    return pre_ln_network if fault.norm == "pre" else batched_network if fault.batched else book_network
+
+
 # --- what the weaker checks would have said ---------------------------------------------------
 
 
@@ -254,16 +289,23 @@ def loose_checks_see_it(results: dict) -> dict:
 
 
 def run_frameworks(names, fault: Fault | None, network, dtype, use_shortcut, gelu_form="tanh") -> dict:
-    """Every named implementation's result, with `fault` patched in for the length of the call."""
+    """Every named implementation's result, with `fault` patched in for the length of the call.
+
+    A network whose params are (W, b, scale, shift) per layer runs with norm "pre"."""
     params, x, target = network()
-    params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]
+    params = [tuple(a.astype(dtype) for a in layer) for layer in params]
     x, target = x.astype(dtype), target.astype(dtype)
     modules = {"torch": impl_torch, "jax": impl_jax, "numpy": impl_numpy}
     with pytest.MonkeyPatch.context() as mp:
         if fault:
             fault.patch(mp)
-        kw = dict(use_shortcut=use_shortcut, gelu_form=gelu_form, dtype=dtype)
+        kw = dict(use_shortcut=use_shortcut, gelu_form=gelu_form, dtype=dtype) | norm_kw(params)
         return {n: modules[n].loss_and_grads(params, x, target, **kw) for n in names}
+
+
+def norm_kw(params) -> dict:
+    """{"norm": "pre"} for a pre-LN network's params, else nothing: the book's contract has no norm."""
+    return {"norm": "pre"} if len(params[0]) == 4 else {}
 
 
 def table() -> str:
@@ -275,7 +317,7 @@ def table() -> str:
     ]
     mark = {True: "caught", False: "**missed**"}
     for fault in FAULTS:
-        network = batched_network if fault.batched else book_network
+        network = network_of(fault)
         for dtype in fault.dtypes:
             caught, means, loose, fd_sees, where = False, False, {"rtol=1e-3": False, "decimal=3": False}, False, []
             for use_shortcut in (False, True):
@@ -286,7 +328,9 @@ def table() -> str:
                     "frameworks": {n: {"weight_grad_mean_abs": check.layer_means(r["dW"])} for n, r in results.items()}
                 }
                 params, x, target = network()
-                fd = numerical.loss_and_grads(params, x, target, use_shortcut=use_shortcut, gelu_form="tanh")
+                fd = numerical.loss_and_grads(
+                    params, x, target, use_shortcut=use_shortcut, gelu_form="tanh", **norm_kw(params)
+                )
                 fd_sees |= not oracle.check({fault.framework: results[fault.framework]}, fd, dtype)["agree"]
                 caught |= not report["agree"]
                 means |= means_see_it(run, dtype)
@@ -304,7 +348,8 @@ def table() -> str:
 def property_tests_catch_them() -> str:
     """Each property test of tests/test_properties.py run with each fault patched in: it must fail.
 
-    JAX faults are left out: the property tests run JAX on three networks only."""
+    JAX faults are left out: the property tests run JAX on three networks only; so are the
+    LayerNorm faults: the property tests draw the book's kind of network, without a norm."""
     import test_properties as props
 
     tests = [
@@ -314,7 +359,7 @@ def property_tests_catch_them() -> str:
     ]
     lines = []
     for fault in FAULTS:
-        if fault.framework == "jax":
+        if fault.framework == "jax" or fault.norm != "none":
             continue
         for test in tests:
             if "float32" in test.__name__ and "float32" not in fault.dtypes:

@@ -12,13 +12,7 @@ from crosscheck.check import mean_abs
 from plumbing import weights
 from teaching import depth
 
-PRE_LN_PENDING = pytest.mark.skipif(
-    not depth.NORM_READY, reason="PENDING: impl_torch's ExampleDeepNeuralNetwork has no norm= yet"
-)
-VARIANT_CASES = [
-    pytest.param(name, marks=PRE_LN_PENDING if settings["norm"] != "none" else ())
-    for name, settings in depth.VARIANTS.items()
-]
+VARIANT_CASES = list(depth.VARIANTS)
 # float64: vmap runs the seeds' matmuls as one batched matmul and loss_and_grads one at a time;
 # the sums are the same terms, so they agree to about 1e-16 relative. 1e-12 passes that and
 # catches a wrong weight, a missing shortcut or a swapped seed, which move dW by far more.
@@ -29,10 +23,11 @@ SEEDS = [123, 124, 125]
 def per_seed(fn, sizes, seed, variant, dtype="float64"):
     """One seed's network through an implementation's own loss_and_grads."""
     settings = depth.VARIANTS[variant]
-    extra = {"norm": settings["norm"]} if depth.NORM_READY else {}
     x, target = weights.default_input(sizes[0]), weights.default_target(1)
-    params = weights.seeded_params(sizes, seed)
-    return fn(params, x, target, use_shortcut=settings["use_shortcut"], gelu_form="tanh", dtype=dtype, **extra)
+    params = weights.seeded_params(sizes, seed, settings["norm"])
+    return fn(
+        params, x, target, use_shortcut=settings["use_shortcut"], gelu_form="tanh", dtype=dtype, norm=settings["norm"]
+    )
 
 
 @pytest.mark.parametrize("variant", VARIANT_CASES)
@@ -163,11 +158,3 @@ def test_the_study_leaves_the_callers_torch_state_alone():
     depth.study((2,), (3,), n_seeds=2, resamples=5)
     np.testing.assert_array_equal(torch.rand(3), expected)
     assert torch.get_num_threads() == threads
-
-
-@pytest.mark.skipif(depth.NORM_READY, reason="pre-LN has landed in impl_torch")
-def test_while_pre_ln_is_pending_the_study_says_so_and_draws_nothing_for_it(small):
-    assert small["pending"] == ["pre-ln"] and "pre-ln" not in small["panels"][0]["variants"]
-    assert "Pending (impl_torch has no norm= yet): pre-ln." in depth.format_study(small)
-    with pytest.raises(ValueError, match="norm="):
-        depth.build_network((3, 3, 1), "pre-ln", "tanh", "float32")

@@ -67,10 +67,23 @@ def filled_skeleton() -> ast.Module:
 def test_the_blanks_are_the_backward_rules_in_the_order_they_are_learned():
     names = list(blanks(ast.parse(SKELETON.read_text())))
     assert sorted(names) == sorted(
-        ["mse_loss_backward", "gelu_backward", "linear_backward", "ExampleDeepNeuralNetwork.backward"]
+        [
+            "mse_loss_backward",
+            "gelu_backward",
+            "layer_norm_backward",
+            "linear_backward",
+            "ExampleDeepNeuralNetwork.backward",
+        ]
     )
     text = SKELETON.read_text()
-    order = ["step loss", "step gelu, tanh form", "step gelu, exact form", "step linear", "step shortcut"]
+    order = [
+        "step loss",
+        "step gelu, tanh form",
+        "step gelu, exact form",
+        "step linear",
+        "step shortcut",
+        "step layernorm",
+    ]
     assert all(phrase in text for phrase in order)
     gelu = ast.unparse(blanks(ast.parse(text))["gelu_backward"])
     assert gelu.count("NotImplementedError") == 2  # tanh and exact: two blanks, learned one after the other
@@ -110,8 +123,8 @@ def test_the_skeleton_is_todo_from_the_first_step_without_a_traceback(capsys):
     lines = out.splitlines()
     assert lines[1].split()[:2] == ["loss", "todo"]
     assert "exercises/backprop.py:" in lines[1] and "in mse_loss_backward" in lines[1]
-    assert [line.split()[1] for line in lines[1:6]] == ["todo"] * 5  # todo does not stop the grader: wrong does
-    assert lines[-1] == "0 of 5 steps ok; next: step loss (todo)"
+    assert [line.split()[1] for line in lines[1:7]] == ["todo"] * 6  # todo does not stop the grader: wrong does
+    assert lines[-1] == "0 of 6 steps ok; next: step loss (todo)"
     assert "Traceback" not in out
 
 
@@ -193,21 +206,23 @@ def test_the_wrong_step_prints_tensor_worst_element_and_diagnosis_then_stops(tmp
     assert lines[3].split()[:3] == ["linear", "wrong", "db,"] and "x (5, 3), W (3, 3)" in lines[3]
     assert "worst element [" in lines[4] and "yours" in lines[4] and "expected" in lines[4]
     assert "diagnosis: off by a constant factor 1/rows = 1/5: bias averaged over rows" in lines[5]
-    assert "stopped at the first wrong step; --all grades shortcut, network too" in out
-    assert lines[-1] == "2 of 5 steps ok; next: step linear (wrong)"
+    assert "stopped at the first wrong step; --all grades shortcut, network, layernorm too" in out
+    assert lines[-1] == "2 of 6 steps ok; next: step linear (wrong)"
 
 
 def test_all_grades_every_step_after_a_wrong_one(tmp_path, capsys):
     slip = next(s for s in slips.SLIPS if s.name == "gelu_density_scale")
     code, out, _ = run([slips.write(slip, tmp_path), "--all", "--json"], capsys)
     status = {s["step"]: s["status"] for s in json.loads(out)["steps"]}
-    # linear is independent of GELU; shortcut and network use the wrong exact-form slope.
+    # linear is independent of GELU; shortcut and network use the wrong exact-form slope;
+    # layernorm's pre-LN networks use the tanh form, whose slope is right.
     assert code == 1 and status == {
         "loss": "ok",
         "gelu": "wrong",
         "linear": "ok",
         "shortcut": "wrong",
         "network": "wrong",
+        "layernorm": "ok",
     }
 
 

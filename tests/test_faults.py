@@ -14,14 +14,26 @@ import re
 
 import pytest
 from conftest import needs
-from faults import FAULTS, batched_network, book_network, means_see_it, run_frameworks
+from faults import (
+    FAULTS,
+    batched_network,
+    book_network,
+    means_see_it,
+    network_of,
+    norm_kw,
+    run_frameworks,
+)
 
 import compare
 from crosscheck import check, sensitivity
 from plumbing import weights
 
 CASES = [
-    pytest.param(fault, dtype, id=f"{fault.name}-{dtype}-means-{'miss' if fault.means_miss else 'see'}")
+    pytest.param(
+        fault,
+        dtype,
+        id=f"{fault.name}-{dtype}-means-{'miss' if fault.means_miss else 'see'}",
+    )
     for fault in FAULTS
     for dtype in fault.dtypes
 ]
@@ -36,7 +48,9 @@ def batched_file(tmp_path_factory):
 
 
 def layer_of(tensor: str) -> int | None:
-    match = re.fullmatch(r"layers\.(\d+)\.0\.(weight|bias)", tensor)
+    match = re.fullmatch(r"layers\.(\d+)\.0\.(weight|bias)|norms\.(\d+)\.(scale|shift)", tensor)
+    if match and match[3]:
+        return int(match[3])
     return int(match[1]) if match else None
 
 
@@ -50,6 +64,7 @@ def test_fault_is_caught_and_located(fault, dtype, batched_file, monkeypatch, ca
     argv = ["--json", "--dtype", dtype, "--frameworks", "torch,jax,numpy,numerical"]
     if fault.batched:
         argv = ["--json", "--dtype", dtype, "--frameworks", "torch,numpy,numerical", "--weights", str(batched_file)]
+    argv += ["--norm", fault.norm]
     status = compare.main(argv)
     report = json.loads(capsys.readouterr().out)
 
@@ -78,18 +93,18 @@ def test_bias_faults_are_invisible_on_one_row(fault):
     assert check.compare(results, "float64")["agree"]
 
 
-@pytest.mark.parametrize("fault", [f for f in FAULTS if "float32" in f.dtypes], ids=lambda f: f.name)
+@pytest.mark.parametrize("fault", [pytest.param(f, id=f.name) for f in FAULTS if "float32" in f.dtypes])
 def test_float32_faults_are_caught_with_the_measured_floor(fault):
     """The property tests floor each float32 element at its measured magnitude
     (crosscheck.sensitivity.sensitivity); that leniency must not hide any fault."""
-    network = batched_network if fault.batched else book_network
+    network = network_of(fault)
     params, x, target = network()
     for use_shortcut in (False, True):
         if fault.expected("float32", use_shortcut) is None:
             continue
         # Measured on an unpatched implementation, before the fault goes in.
         magnitude = sensitivity.sensitivity(
-            needs("numpy"), params, x, target, use_shortcut=use_shortcut, gelu_form="tanh"
+            needs("numpy"), params, x, target, use_shortcut=use_shortcut, gelu_form="tanh", **norm_kw(params)
         )
         names = ("torch", "numpy") + (
             ("jax",) if fault.framework == "jax" else ()
@@ -99,3 +114,16 @@ def test_float32_faults_are_caught_with_the_measured_floor(fault):
         assert not report["agree"]
         assert report["first_mismatch"]["tensor"] == fault.expected("float32", use_shortcut)
         assert fault.framework in report["first_mismatch"]["frameworks"]
+
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f.norm != "none"], ids=lambda f: f.name)
+def test_layernorm_faults_are_located_on_the_pre_ln_book_network(fault):
+    """Without compare.py's measured bound: float64 on the book's one row, where crosscheck.check's fixed rule
+    is sized to hold (the cases above run the same fault through compare.py itself)."""
+    for use_shortcut in (False, True):
+        results = run_frameworks(("torch", "jax", "numpy"), fault, network_of(fault), "float64", use_shortcut)
+        first = check.compare(results, "float64")["first_mismatch"]
+        assert first["tensor"] == fault.expected("float64", use_shortcut)
+        assert first["odd_one_out"] == fault.framework
+        clean = run_frameworks(("torch", "numpy"), None, network_of(fault), "float64", use_shortcut)
+        assert check.compare(clean, "float64")["agree"]  # the same network without the fault agrees

@@ -158,6 +158,7 @@ CHECKS = {  # grading cell -> (its checks, the exercise cell each one grades)
     "grade-gelu-exact": [("gelu exact", "exercise-gelu-exact")],
     "grade-linear": [("linear", "exercise-linear")],
     "grade-backward": [("shortcut", "exercise-backward"), ("network", "exercise-backward")],
+    "grade-layernorm": [("layernorm", "exercise-layernorm")],
 }
 
 
@@ -178,7 +179,7 @@ def test_the_shipped_exercises_are_blank_and_each_grading_cell_points_at_its_bla
                 assert f"not written yet: Cell In[{cell.execution_count}], line {raise_line(cell)} in " in line, line
     assert "not written yet: step loss: " in text(nb["grade-backward"])  # no cell named: not the wrong one
     summary = text(nb["grade-all"]).splitlines()
-    assert len(summary) == 7 and summary[-1] == "0 of 6 checks ok; next: loss (todo)"
+    assert len(summary) == 8 and summary[-1] == "0 of 7 checks ok; next: loss (todo)"
 
 
 def test_the_blanks_say_what_the_skeletons_blanks_say():
@@ -198,7 +199,7 @@ def test_the_blanks_say_what_the_skeletons_blanks_say():
     for cell in make.read(EXERCISES).cells:
         if cell.id.startswith("exercise-"):
             notebook |= messages(ast.parse(cell.source))
-    assert len(notebook) == 5 and notebook == skeleton
+    assert len(notebook) == 6 and notebook == skeleton
 
 
 def test_the_exercises_filled_from_the_reference_get_full_marks(runs):
