@@ -109,12 +109,27 @@ def sensitivity(
     return tensor_floor(combine(*parts.values()))
 
 
+def scale_of(a: np.ndarray) -> float:
+    """A power of two near the tensor's largest finite |element| (1 when it has none): dividing by
+    it before squaring keeps the squares in range. A gradient that has vanished to 1e-166 (300
+    layers without shortcuts) squares to 0 in float64, one of 1e200 to inf."""
+    finite = np.abs(a[np.isfinite(a)])
+    largest = float(finite.max()) if finite.size else 0.0
+    return float(2.0 ** np.frexp(largest)[1]) if largest > 0 else 1.0
+
+
+def root_mean_square(b: np.ndarray) -> float:
+    """sqrt(mean(b^2)), without squaring b's own size into underflow or overflow."""
+    s = scale_of(b)
+    return s * float(np.sqrt(np.mean((b / s) ** 2)))
+
+
 def tensor_floor(bound: dict) -> dict:
     """Each element's bound, at least its tensor's root-mean-square bound (module docstring)."""
 
     def floor(b):
         b = np.asarray(b, np.float64)
-        return np.maximum(b, np.sqrt(np.mean(b**2))) if b.size else b
+        return np.maximum(b, root_mean_square(b)) if b.size else b
 
     return {key: [floor(b) for b in value] if isinstance(value, list) else floor(value) for key, value in bound.items()}
 
@@ -160,6 +175,7 @@ class Batch:
         listed = contract.tensors(loss_and_grads(params, x, target, **self.kw))
         self.names = [name for name, _, _ in listed]
         self.base = [np.asarray(t, np.float64) for _, _, t in listed]
+        self.scales = [scale_of(t) for t in self.base]
         # Per-row tensors have a row per input row; the others (loss, dW, db) sum over the rows.
         per_row = ("output", "input")
         self.per_row = [k for k, name in enumerate(self.names) if name in per_row or name.endswith((".dy", ".dz"))]
@@ -217,17 +233,17 @@ def propagated_rounding(batch: Batch, draws: int) -> list[np.ndarray]:
     move and the grouped runs' mean of the groups' summed squared moves, square-rooted."""
     base, per_row = batch.base, batch.per_row
     grouped = draws // 2 if batch.split else 0
-    shared = [np.zeros(t.shape) for t in base]  # sums of squared moves
+    shared = [np.zeros(t.shape) for t in base]  # sums of squared moves, in units of the tensor's scale
     independent = [np.zeros(t.shape) for t in base]
     for _ in range(draws - grouped):
         params, target = nudged(batch)
-        for m, t0, t1 in zip(shared, base, batch.run(params, batch.x, target)):
-            m += ((t1 - t0) / PERTURBATION) ** 2
+        for m, t0, t1, s in zip(shared, base, batch.run(params, batch.x, target), batch.scales):
+            m += ((t1 - t0) / (PERTURBATION * s)) ** 2
     for _ in range(grouped):
         for rows, share in zip(batch.split, batch.shares):
             params, target = nudged(batch, rows)
             for k, (t0, t1) in enumerate(zip(share, batch.group(params, rows, target))):
-                move = (t1 - t0) / PERTURBATION
+                move = (t1 - t0) / (PERTURBATION * batch.scales[k])
                 if k in per_row:  # the group's rows, in their places among all the rows
                     shared[k].reshape(batch.n, -1)[rows] += move**2
                 else:
@@ -236,7 +252,7 @@ def propagated_rounding(batch: Batch, draws: int) -> list[np.ndarray]:
     for k in range(len(base)):
         if k not in per_row:
             spread[k] = np.maximum(np.sqrt(shared[k] / (draws - grouped)), np.sqrt(independent[k] / max(grouped, 1)))
-    return [TAIL * m for m in spread]
+    return [TAIL * m * s for m, s in zip(spread, batch.scales)]
 
 
 def batch_rounding(batch: Batch) -> list[np.ndarray]:
@@ -249,7 +265,8 @@ def batch_rounding(batch: Batch) -> list[np.ndarray]:
     n = batch.n
     sizes = np.array([len(rows) for rows in batch.split], np.float64)
     for k in (k for k in range(1, len(terms)) if k not in batch.per_row):  # dW and db of every layer
-        parts = np.stack([share[k] for share in batch.shares])  # (groups, *dW or db's shape)
+        s = batch.scales[k]  # the statistics in units of it, their squares in range
+        parts = np.stack([share[k] / s for share in batch.shares])  # (groups, *dW or db's shape)
         # The shares add up to the batch's element (to float64 rounding) when the loss is a mean
         # over rows; from the shares, the statistics are those of one decomposition even when
         # the measuring implementation is itself wrong.
@@ -261,7 +278,7 @@ def batch_rounding(batch: Batch) -> list[np.ndarray]:
         mean_share = np.abs(S) * ((n + 1) / 2 - 1 / n)
         fluctuations = TAIL * sigma * np.sqrt(additions)
         products = np.abs(S) + n * sigma
-        terms[k] = mean_share + fluctuations + products
+        terms[k] = (mean_share + fluctuations + products) * s
     return terms
 
 

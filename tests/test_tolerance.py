@@ -140,3 +140,19 @@ def test_bound_has_the_result_shapes_and_covers_the_element_itself():
         needs("numpy"), params, default_input(4), default_target(2), use_shortcut=True, gelu_form="tanh"
     )
     assert all(not np.any(g) for g in parts["batch"]["dW"] + parts["batch"]["db"])
+
+
+def test_a_vanished_gradient_still_gets_a_rounding_bound():
+    """300 width-1 layers without shortcuts: layer 0's gradient is ~1e-283 in float64, and its
+    moves under the nudges ~1e-292, whose squares underflow to 0. The spreads are taken in units
+    of each tensor's size, so every nonzero element keeps a bound above its own rounding, and the
+    three frameworks agree under it (with squares of raw moves, 180 layers had a bound of |e|)."""
+    sizes = (1,) * 301
+    params, x, target = seeded_params(sizes, 123), default_input(1), default_target(1)
+    measured = bound(params, x, target, use_shortcut=False)
+    results = run(("torch", "jax", "numpy"), params, x, target, "float64", use_shortcut=False)
+    reference = results["numpy"]["dW"]
+    for i in (0, 100, 119, 299):
+        assert reference[i].item() != 0 and measured["dW"][i].item() > 10 * abs(reference[i].item())
+    report = check.compare(results, "float64", measured)
+    assert report["agree"], report["first_mismatch"]
