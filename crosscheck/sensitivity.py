@@ -238,12 +238,12 @@ def propagated_rounding(batch: Batch, draws: int) -> list[np.ndarray]:
     for _ in range(draws - grouped):
         params, target = nudged(batch)
         for m, t0, t1, s in zip(shared, base, batch.run(params, batch.x, target), batch.scales):
-            m += ((t1 - t0) / (PERTURBATION * s)) ** 2
+            m += ((t1 - t0) / s / PERTURBATION) ** 2  # s first: PERTURBATION * s may underflow
     for _ in range(grouped):
         for rows, share in zip(batch.split, batch.shares):
             params, target = nudged(batch, rows)
             for k, (t0, t1) in enumerate(zip(share, batch.group(params, rows, target))):
-                move = (t1 - t0) / (PERTURBATION * batch.scales[k])
+                move = (t1 - t0) / batch.scales[k] / PERTURBATION
                 if k in per_row:  # the group's rows, in their places among all the rows
                     shared[k].reshape(batch.n, -1)[rows] += move**2
                 else:

@@ -61,6 +61,10 @@ def resolve(
         layer_sizes = layer_sizes or BOOK_LAYER_SIZES
         resources.check_memory(layer_sizes, 1, dtype)  # before the weights are drawn
         params = weights.seeded_params(layer_sizes, seed, norm)
+    if "jax" in names:
+        from impl_jax.model import SCAN_MIN_LAYERS  # jax is to run anyway
+
+        resources.check_jax_layers(layer_sizes, SCAN_MIN_LAYERS)
     x = weights.default_input(layer_sizes[0]) if x is None else x
     weights.check_input(x, layer_sizes)
     target = weights.default_target(layer_sizes[-1]) if target is None else target

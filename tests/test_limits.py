@@ -72,3 +72,16 @@ def test_the_memory_estimate_grows_with_rows_and_widths():
     small = resources.bytes_needed((3, 3, 1), 1, 4)
     assert resources.bytes_needed((3, 3, 1), 1000, 4) > small
     assert resources.bytes_needed((300, 300, 1), 1, 4) > small
+
+
+def test_jax_refuses_a_network_it_would_take_minutes_to_compile(capsys):
+    """Alternating widths cannot be scanned: 300 such layers are refused up front for jax only,
+    while a 512-layer run of equal widths is scanned and passes the check."""
+    alternating = ",".join(["2", "3"] * 150 + ["2"])
+    assert compare.main(["--layer-sizes", alternating, "--frameworks", "torch,jax"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "jax: 300 layers are not in runs of 8 or more" in err
+    resources.check_jax_layers((1,) * 513, 8)  # one run of 512: scanned
+    resources.check_jax_layers((2, 3) * 128 + (2,), 8)  # 256 unscanned: at the limit, allowed
+    with pytest.raises(resources.InputError):
+        resources.check_jax_layers((2, 3) * 129, 8)
