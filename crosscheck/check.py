@@ -26,7 +26,7 @@ relative error |a - b| / max(|a|, |b|, floor) against a per-dtype tolerance, whe
 
 and max|T| is the largest magnitude in that tensor (over both implementations). An element
 far smaller than its tensor, formed by cancelling sums of terms the size of the tensor,
-carries rounding noise of a few ulps *of the tensor*, whatever its own size: on the seed's
+carries rounding noise of a few ulps *of the tensor*, whatever its own size: on a study notebook's
 (2, 3, 25) network a float32 output element is -3.7e-8 in torch and -6.7e-8 in JAX (plain
 relative error 0.44). The fixed rule is sized for the book's one-row network; it knows nothing
 of batch sums, and on 1024 identical rows it flags rounding (docs/tolerances.md). compare

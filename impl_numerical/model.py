@@ -72,7 +72,7 @@ ROUNDING_ULPS = 64.0
 EPS = float(np.finfo(np.float64).eps)
 COPY_BUDGET = 2**20  # float64 elements per stack of perturbed copies (8 MB): bounds the memory
 # compare.py refuses the oracle above this many weights, biases (scales, shifts) and input elements: it costs
-# eight forwards per element. Measured: the seed's (25, 25, 43, 43, 54, 54) network, 9,031
+# eight forwards per element. Measured: a study notebook's (25, 25, 43, 43, 54, 54) network, 9,031
 # elements, takes 7 s for both shortcut settings.
 MAX_ELEMENTS = 20_000
 GRADIENT_KEYS = ("dW", "db", "dscale", "dshift")  # a layer's arrays in order: (W, b[, scale, shift])

@@ -9,7 +9,7 @@ so the gradient arriving at the output, dy = dL/dy, reaches the input along two 
     dx = dz @ W      +      dy                  dz = dy * gelu'(z)
          through the layer  the identity path   (only where the shortcut is taken)
 
-This is the seed's dL/dx1 = dL/dx2 (1 + d layer/dx1): the "1" is the identity path. Without
+This is the textbook dL/dx1 = dL/dx2 (1 + d layer/dx1): the "1" is the identity path. Without
 it, every layer multiplies the gradient by its own through-layer factor, and the running
 product of those factors is what vanishes. Every figure is mean |.| over the elements,
 the book's measure for dL/dW.

@@ -142,7 +142,7 @@ FAULTS = [
     Fault(
         "gelu-cubic-0.004715",
         "numpy",
-        "GELU_CUBIC = 0.004715, the seed notebook's typo for 0.044715",
+        "GELU_CUBIC = 0.004715, a study notebook's typo for 0.044715",
         lambda mp: mp.setattr(impl_numpy.model, "GELU_CUBIC", 0.004715),
         LOSS_BOTH,
     ),

@@ -16,7 +16,7 @@ from plumbing.weights import default_input, default_target, seeded_params
 FRAMEWORKS = ("torch", "jax", "numpy")
 
 # (layer sizes, input shape): the book's; widths that change so some shortcuts are skipped;
-# the seed notebook's 3-D input (2, 3, 25) through [25, 25, 43, 43, 54, 54].
+# a study notebook's 3-D input (2, 3, 25) through [25, 25, 43, 43, 54, 54].
 NETWORKS = {
     "book": ((3, 3, 3, 3, 3, 1), (1, 3)),
     "non-square": ((4, 4, 6, 6, 2, 2), (5, 4)),
@@ -97,7 +97,7 @@ def test_gelu_mixup_is_caught(rule, dtype, use_shortcut):
 
 @pytest.mark.parametrize("use_shortcut", [False, True], ids=["plain", "shortcut"])
 def test_float64_agreement_reaches_1e12(use_shortcut):
-    """Both rules promise float64 agreement below 1e-12 on the seed's (2, 3, 25) network: the fixed
+    """Both rules promise float64 agreement below 1e-12 on a study notebook's (2, 3, 25) network: the fixed
     one by its tolerance, the bound by what it allows at each tensor's largest element."""
     results = run_all("3d-input", "tanh", "float64", use_shortcut)
     report = compare(results, "float64")

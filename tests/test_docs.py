@@ -114,8 +114,21 @@ def test_every_claim_is_in_the_page(name):
     assert re.search(rf"(?<![\w.]){re.escape(CLAIMS32[name])}(?![\d])", DOC), f"{name} = {CLAIMS32[name]} not quoted"
 
 
+def deeper_networks_section() -> str:
+    """The page's summary of the depth study, whose figures are docs/depth.md's."""
+    return DOC.split("## Deeper networks", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_depth_figures_are_the_depth_pages():
+    """docs/depth.md holds the study's output (python compare.py --sweep-plot docs/img/depth.png):
+    each figure the summary quotes is there too."""
+    depth_page = (Path(__file__).resolve().parent.parent / "docs" / "depth.md").read_text()
+    figures = DECIMAL.findall(deeper_networks_section())
+    assert len(figures) >= 7 and all(f in depth_page for f in figures), figures
+
+
 def test_every_decimal_in_the_page_is_computed():
-    outside = DOC.replace(explain_block(), "")
+    outside = DOC.replace(explain_block(), "").replace(deeper_networks_section(), "")
     quoted = set(CLAIMS32.values())
     stray = [n for n in DECIMAL.findall(outside) if n not in quoted | CONSTANTS.keys() | NOT_FIGURES]
     assert not stray, f"numbers in docs/backprop.md that no test computes: {stray}"
