@@ -11,6 +11,7 @@ from conftest import needs
 
 from crosscheck.check import TOLERANCE, compare
 from crosscheck.sensitivity import sensitivity
+from plumbing.config import BOOK_LAYER_SIZES
 from plumbing.weights import default_input, default_target, seeded_params
 
 FRAMEWORKS = ("torch", "jax", "numpy")
@@ -38,7 +39,7 @@ def network(name: str):
     sizes, input_shape = NETWORKS[name]
     params = seeded_params(sizes, 123)
     if name == "book":
-        return params, default_input(3), default_target(1)
+        return params, default_input(BOOK_LAYER_SIZES[0]), default_target(BOOK_LAYER_SIZES[-1])
     rng = np.random.default_rng(0)
     x = rng.uniform(-2.0, 2.0, input_shape)
     target = rng.uniform(-1.0, 1.0, input_shape[:-1] + (sizes[-1],))

@@ -20,7 +20,12 @@ def test_book_weight_grad_means(framework, form, use_shortcut):
     loss_and_grads = needs(framework)
     params = seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)
     result = loss_and_grads(
-        params, default_input(3), default_target(1), use_shortcut=use_shortcut, gelu_form=form, dtype="float32"
+        params,
+        default_input(BOOK_LAYER_SIZES[0]),
+        default_target(BOOK_LAYER_SIZES[-1]),
+        use_shortcut=use_shortcut,
+        gelu_form=form,
+        dtype="float32",
     )
     ours = np.array([np.mean(np.abs(dW.astype(np.float64))) for dW in result["dW"]])
     book = np.array(BOOK_WEIGHT_GRAD_MEANS[(form, use_shortcut)])

@@ -5,13 +5,21 @@ import warnings
 import numpy as np
 from conftest import needs
 
+from plumbing.config import BOOK_LAYER_SIZES
 from plumbing.weights import default_input, default_target, seeded_params
 
 
 def book_call(dtype: str):
     loss_and_grads = needs("jax")
     params = [(W.astype(dtype), b.astype(dtype)) for W, b in seeded_params((3, 3, 3, 3, 3, 1), 123)]
-    return loss_and_grads(params, default_input(3), default_target(1), use_shortcut=True, gelu_form="tanh", dtype=dtype)
+    return loss_and_grads(
+        params,
+        default_input(BOOK_LAYER_SIZES[0]),
+        default_target(BOOK_LAYER_SIZES[-1]),
+        use_shortcut=True,
+        gelu_form="tanh",
+        dtype=dtype,
+    )
 
 
 def test_float64_is_really_float64_and_does_not_leak():

@@ -199,7 +199,7 @@ def test_the_three_agree_under_the_measured_bound(network, dtype):
 def test_norm_none_is_the_books_network_bit_for_bit(framework):
     fn = needs(framework)
     params = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)
-    x, target = weights.default_input(3), weights.default_target(1)
+    x, target = weights.default_input(BOOK_LAYER_SIZES[0]), weights.default_target(BOOK_LAYER_SIZES[-1])
     kw = {"use_shortcut": True, "gelu_form": "tanh", "dtype": "float64"}
     plain, none = fn(params, x, target, **kw), fn(params, x, target, **kw, norm="none")
     assert set(plain) == set(none) and "dscale" not in none
@@ -213,7 +213,7 @@ def test_params_and_norm_must_match(framework):
     fn = needs(framework)
     book = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)
     pre = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED, "pre")
-    x, target = weights.default_input(3), weights.default_target(1)
+    x, target = weights.default_input(BOOK_LAYER_SIZES[0]), weights.default_target(BOOK_LAYER_SIZES[-1])
     kw = {"use_shortcut": True, "gelu_form": "tanh", "dtype": "float64"}
     for params, norm in ((pre, "none"), (book, "pre"), (pre, "post")):
         if framework == "numpy-fast" and norm == "none":

@@ -31,7 +31,7 @@ SETTINGS = [
 
 def book():
     params = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)
-    return params, weights.default_input(3), weights.default_target(1)
+    return params, weights.default_input(BOOK_LAYER_SIZES[0]), weights.default_target(BOOK_LAYER_SIZES[-1])
 
 
 def test_the_oracle_shares_no_code_with_the_implementations():

@@ -12,6 +12,7 @@ import pytest
 from conftest import needs
 
 from crosscheck import check, sensitivity
+from plumbing.config import BOOK_LAYER_SIZES
 from plumbing.weights import default_input, default_target, seeded_params
 
 BOOK = (3, 3, 3, 3, 3, 1)
@@ -95,7 +96,11 @@ def test_batch_allowance_grows_with_the_rows_as_derived():
 def test_book_float64_promise_is_far_below_1e12(use_shortcut):
     """The book in float64: every tensor's allowance (at its largest element) is under 1e-13 relative,
     the frameworks agree, and the GELU mix-up is caught."""
-    params, x, target = seeded_params(BOOK, 123), default_input(3), default_target(1)
+    params, x, target = (
+        seeded_params(BOOK, 123),
+        default_input(BOOK_LAYER_SIZES[0]),
+        default_target(BOOK_LAYER_SIZES[-1]),
+    )
     b = bound(params, x, target, use_shortcut)
     results = run(("torch", "numpy"), params, x, target, "float64", use_shortcut)  # JAX: test_agreement.py
     report = check.compare(results, "float64", b)
@@ -109,7 +114,11 @@ def test_book_float64_promise_is_far_below_1e12(use_shortcut):
 def test_the_rule_is_2u_times_the_bound():
     """Synthetic results: a difference of 0.99 of 2 u bound agrees, 1.01 of it does not, and the
     report's room, allowed and rel_diff say so; NaN never agrees."""
-    params, x, target = seeded_params(BOOK, 123), default_input(3), default_target(1)
+    params, x, target = (
+        seeded_params(BOOK, 123),
+        default_input(BOOK_LAYER_SIZES[0]),
+        default_target(BOOK_LAYER_SIZES[-1]),
+    )
     b = bound(params, x, target)
     (base,) = run(("numpy",), params, x, target, "float64").values()
     u = np.finfo(np.float64).eps / 2
@@ -148,7 +157,7 @@ def test_a_vanished_gradient_still_gets_a_rounding_bound():
     of each tensor's size, so every nonzero element keeps a bound above its own rounding, and the
     three frameworks agree under it (with squares of raw moves, 180 layers had a bound of |e|)."""
     sizes = (1,) * 301
-    params, x, target = seeded_params(sizes, 123), default_input(1), default_target(1)
+    params, x, target = seeded_params(sizes, 123), default_input(1), default_target(BOOK_LAYER_SIZES[-1])
     measured = bound(params, x, target, use_shortcut=False)
     results = run(("torch", "jax", "numpy"), params, x, target, "float64", use_shortcut=False)
     reference = results["numpy"]["dW"]
