@@ -3,10 +3,10 @@
 The module is split into (graphdef, params) with nnx.split and the loss is differentiated
 with plain jax.grad over params, the functional style of Flax's NNX examples: this is
 the version that shows what `jit(grad(loss))` does. Flax keeps a kernel as (d_in, d_out),
-the transpose of torch's weight; the one transposition is in `loss_and_grads`.
+the transpose of torch's weight: `from_params` transposes the weights in, `loss_and_grads`
+the gradients out. impl_jax/scan.py scans long runs of equal layers, so that deep networks compile.
 """
 
-import itertools
 import math
 from functools import partial
 
@@ -15,25 +15,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from . import scan
+
 GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gimpel, 2016)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float: JAX applies it in the array's dtype
 SQRT_1_OVER_2 = math.sqrt(0.5)
 LAYER_NORM_EPS = 1e-5  # the book's LayerNorm eps: keeps 1 / sqrt(var + eps) finite on a constant row
-# Why scan: jit unrolls a Python loop, and at width 1 XLA turns each matmul into an elementwise
-# multiply that its fusion pass then copies into every layer's gradient: a program quadratic in
-# depth (64 layers took 26 s and 1.5 GB to compile). A run of this many equal layers is stacked and
-# scanned instead: XLA compiles one layer, whatever the depth. Shorter runs, the book's network
-# among them, stay the book's loop; docs/jax-depth.md has the measurements.
+# A run of this many equal layers is stacked and scanned (scan.py): XLA compiles one layer of it, whatever
+# the depth. Shorter runs, the book's network among them, stay the book's loop; docs/jax-depth.md measures.
 SCAN_MIN_LAYERS = 8
 
 
 def gelu(x: jax.Array, form: str) -> jax.Array:
-    """GELU of x, (...,) -> (...,), written out rather than jax.nn.gelu.
-
+    """GELU of x, (...,) -> (...,), written out rather than jax.nn.gelu:
     form "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the book's formula
-         (jax.nn.gelu's default, approximate=True).
-    form "exact": 0.5 x (1 + erf(x / sqrt(2))), torch.nn.GELU()'s default.
-    """
+         (jax.nn.gelu's default, approximate=True);
+    form "exact": 0.5 x (1 + erf(x / sqrt(2))), torch.nn.GELU()'s default."""
     if form == "tanh":
         return 0.5 * x * (1.0 + jnp.tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x**3)))
     if form == "exact":
@@ -66,9 +63,17 @@ class LayerNorm(nnx.Module):
         return self.scale[...] * norm_x + self.shift[...]
 
 
+def make_layer(d_in: int, d_out: int, rngs: nnx.Rngs, *, gelu_form: str, norm: str, dtype) -> nnx.Sequential:
+    """One of the book's layers, (LayerNorm,) Linear, GELU: x (..., d_in) -> (..., d_out).
+
+    The norm is the layer's first step here (torch keeps it beside): a stacked run scans it too."""
+    # HIGHEST: float32 matmuls in full float32 on every backend (no TF32/bf16 passes on a GPU).
+    linear = nnx.Linear(d_in, d_out, param_dtype=dtype, precision=jax.lax.Precision.HIGHEST, rngs=rngs)
+    return nnx.Sequential(*[LayerNorm(d_in, dtype=dtype)] * (norm == "pre"), linear, GELU(gelu_form))
+
+
 class ExampleDeepNeuralNetwork(nnx.Module):
     """(LayerNorm +) Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match.
-
     self.layers[j] is run_lengths[j] of the book's layers: one, or a run stacked, kernel (L, d, d)."""
 
     def __init__(self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str, norm: str = "none", *, dtype, rngs):
@@ -76,27 +81,13 @@ class ExampleDeepNeuralNetwork(nnx.Module):
         self.use_shortcut = use_shortcut
         if norm not in ("none", "pre"):
             raise ValueError(f"unknown norm {norm!r}: use 'none' or 'pre'")
-
-        def layer(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Sequential:
-            # HIGHEST: float32 matmuls in full float32 on every backend (no TF32/bf16 passes on a GPU).
-            linear = nnx.Linear(d_in, d_out, param_dtype=dtype, precision=jax.lax.Precision.HIGHEST, rngs=rngs)
-            # The norm is the layer's first step here (torch keeps it beside): a stacked run scans it too.
-            return nnx.Sequential(*[LayerNorm(d_in, dtype=dtype)] * (norm == "pre"), linear, GELU(gelu_form))
-
-        self.layers, self.run_lengths = nnx.List(), ()
-        for (d_in, d_out), run in itertools.groupby(zip(layer_sizes[:-1], layer_sizes[1:])):
-            count = len(list(run))  # consecutive layers of one shape
-            if count >= SCAN_MIN_LAYERS:  # one entry: nnx.vmap makes the run, its parameters stacked
-                self.layers.append(nnx.vmap(partial(layer, d_in, d_out))(rngs.split(count)))
-                self.run_lengths += (count,)
-            else:
-                self.layers.extend(layer(d_in, d_out, rngs) for _ in range(count))
-                self.run_lengths += (1,) * count
+        layer = partial(make_layer, gelu_form=gelu_form, norm=norm, dtype=dtype)
+        self.layers, self.run_lengths = scan.stack_runs(layer, layer_sizes, SCAN_MIN_LAYERS, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x (..., sizes[0]) -> (..., sizes[-1]): the book's loop, a stacked run taking one step."""
         for layer, count in zip(self.layers, self.run_lengths):
-            x = self.apply_layer(layer, x) if count == 1 else self.scan_layers(layer, x)
+            x = self.apply_layer(layer, x) if count == 1 else scan.scan_layers(self.apply_layer, layer, x)
         return x
 
     def apply_layer(self, layer: nnx.Sequential, x: jax.Array) -> jax.Array:
@@ -106,17 +97,20 @@ class ExampleDeepNeuralNetwork(nnx.Module):
             return x + layer_output  # the shortcut: the input joins the output
         return layer_output
 
-    def scan_layers(self, stacked: nnx.Sequential, x: jax.Array) -> jax.Array:
-        """apply_layer with each layer of a stacked run in turn, x (..., d) -> (..., d), under nnx.scan."""
-
-        # remat keeps each layer's matmul output and recomputes its GELU in the backward: scan alone
-        # stores every intermediate of every layer, and ran 2x slower than the loop at width 256.
-        @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
-        @nnx.remat(policy=jax.checkpoint_policies.dots_saveable)
-        def step(layer, x):  # layer: one slice of the stack, kernel (d, d), bias (d,)
-            return self.apply_layer(layer, x)
-
-        return step(stacked, x)
+    @classmethod
+    def from_params(cls, params: list, use_shortcut: bool, gelu_form: str, norm: str, *, dtype):
+        """The network holding params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout, with norm
+        "pre" (W, b, scale (d_in,), shift (d_in,)); dtype a jnp.dtype, which the parameters take."""
+        sizes = [params[0][0].shape[1]] + [layer[0].shape[0] for layer in params]
+        # eval_shape builds the structure without drawing (or compiling) a random init: params take its place.
+        model = nnx.eval_shape(lambda: cls(sizes, use_shortcut, gelu_form, norm, dtype=dtype, rngs=nnx.Rngs(0)))
+        for layer, (W, b, *norm_params) in zip(model.layers, scan.stacked(params, model.run_lengths)):
+            *norm_layer, linear, _ = layer.layers  # norm_layer: [LayerNorm] for pre-LN, else []
+            linear.kernel = nnx.Param(jnp.asarray(np.swapaxes(W, -1, -2), dtype))  # torch (out, in) -> Flax (in, out)
+            linear.bias = nnx.Param(jnp.asarray(b, dtype))
+            for ln in norm_layer:
+                ln.scale, ln.shift = (nnx.Param(jnp.asarray(p, dtype)) for p in norm_params)
+        return model
 
 
 def mse_loss(output: jax.Array, target: jax.Array) -> jax.Array:
@@ -136,32 +130,16 @@ grad_fn = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 2), has_aux=True), sta
 
 
 def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
-    """The common entry point: loss, output and every gradient, as NumPy arrays.
+    """The common entry point: loss, output and every gradient, as NumPy arrays (docs/contract.md).
 
-    params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout, with norm "pre" (W, b,
-    scale (d_in,), shift (d_in,)); x (..., sizes[0]); target broadcastable to the output; gelu_form "tanh" or
-    "exact"; dtype "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}, and with norm "pre"
-    "dscale" and "dshift"."""
+    params as from_params takes them; x (..., sizes[0]); target broadcastable to the output; dtype "float32" or
+    "float64"; gelu_form "tanh" or "exact". Returns {"loss", "output", "dW", "db", "dx"}, pre-LN's dscale, dshift."""
     if any(len(layer) != {"none": 2, "pre": 4}.get(norm) for layer in params):
         raise ValueError(f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'")
     # float64 only inside this call: enable_x64 is a context, no global flag is left set.
     with jax.enable_x64(dtype == "float64"):
         jdtype = jnp.dtype(dtype)
-        sizes = [params[0][0].shape[1]] + [layer[0].shape[0] for layer in params]
-        # eval_shape builds the structure without drawing (or compiling) a random init:
-        # the shared weights take the parameters' place at once.
-        model = nnx.eval_shape(
-            lambda: ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form, norm, dtype=jdtype, rngs=nnx.Rngs(0))
-        )
-        book_layers = iter(params)
-        for layer, count in zip(model.layers, model.run_lengths):
-            held = zip(*itertools.islice(book_layers, count))  # the Ws, bs(, scales, shifts) of the layers it holds
-            W, b, *norm_params = (np.stack(a) if count > 1 else a[0] for a in held)  # a run's stacked: (L, ...)
-            *norm_layer, linear, _ = layer.layers  # norm_layer: [LayerNorm] for pre-LN, else []
-            linear.kernel = nnx.Param(jnp.asarray(np.swapaxes(W, -1, -2), jdtype))  # torch (out, in) -> Flax (in, out)
-            linear.bias = nnx.Param(jnp.asarray(b, jdtype))
-            for ln in norm_layer:
-                ln.scale, ln.shift = (nnx.Param(jnp.asarray(p, jdtype)) for p in norm_params)
+        model = ExampleDeepNeuralNetwork.from_params(params, use_shortcut, gelu_form, norm, dtype=jdtype)
         graphdef, model_params = nnx.split(model, nnx.Param)
         x, target = jnp.asarray(x, jdtype), jnp.asarray(target, jdtype)
 

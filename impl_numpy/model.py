@@ -18,11 +18,9 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])  # NumPy has no erf ufunc: th
 
 
 def gelu(x: np.ndarray, form: str) -> np.ndarray:
-    """GELU of x, (...,) -> (...,), in x's dtype, written out as the book does.
-
-    form "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the book's formula.
-    form "exact": 0.5 x (1 + erf(x / sqrt(2))), what torch.nn.GELU() computes by default.
-    """
+    """GELU of x, (...,) -> (...,), in x's dtype, written out as the book does:
+    form "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the book's formula;
+    form "exact": 0.5 x (1 + erf(x / sqrt(2))), what torch.nn.GELU() computes by default."""
     k, c, s = (x.dtype.type(v) for v in (SQRT_2_OVER_PI, GELU_CUBIC, SQRT_1_OVER_2))
     if form == "tanh":
         return 0.5 * x * (1.0 + np.tanh(k * (x + c * x**3)))
@@ -34,8 +32,7 @@ def gelu(x: np.ndarray, form: str) -> np.ndarray:
 def gelu_backward(dout: np.ndarray, x: np.ndarray, form: str) -> np.ndarray:
     """dL/dx given dout = dL/d gelu(x), all (...,). Both forms are g = x Phi(x), so g' = Phi + x Phi':
     tanh:  Phi = 0.5 (1 + tanh(u)), u = k (x + c x^3)  =>  Phi' = 2 Phi (1 - Phi) u', u' = k (1 + 3 c x^2)
-    exact: Phi = 0.5 (1 + erf(x / sqrt(2)))  =>  Phi' = exp(-x^2 / 2) / sqrt(2 pi), the normal density
-    """
+    exact: Phi = 0.5 (1 + erf(x / sqrt(2)))  =>  Phi' = exp(-x^2 / 2) / sqrt(2 pi), the normal density"""
     k, c, s, p = (x.dtype.type(v) for v in (SQRT_2_OVER_PI, GELU_CUBIC, SQRT_1_OVER_2, SQRT_1_OVER_2PI))
     if form == "tanh":
         phi = 0.5 * (1.0 + np.tanh(k * (x + c * x**3)))  # (...,)  Phi(x)
@@ -135,12 +132,11 @@ def mse_loss_backward(output: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
-    """The common entry point: loss, output and every gradient, as NumPy arrays.
+    """The common entry point: loss, output and every gradient, as NumPy arrays (docs/contract.md).
 
-    params: [(W (d_out, d_in), b (d_out,)), ...] in torch's layout, with norm "pre" (W, b, scale (d_in,),
-    shift (d_in,)); x (..., sizes[0]); target broadcastable to the output; gelu_form "tanh" or "exact"; dtype
-    "float32" or "float64". Returns {"loss", "output", "dW", "db", "dx"}, "dy" and "dz" (dL/d each layer's
-    output and z, in layer order), and with norm "pre" "dscale" and "dshift"."""
+    params as ExampleDeepNeuralNetwork takes them; x (..., sizes[0]); target broadcastable to the output; dtype
+    "float32" or "float64"; gelu_form "tanh" or "exact". Returns {"loss", "output", "dW", "db", "dx"}, "dy" and
+    "dz" (dL/d each layer's output and z, in layer order), pre-LN's dscale, dshift."""
     if any(len(layer) != {"none": 2, "pre": 4}.get(norm) for layer in params):
         raise ValueError(f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'")
     params = [tuple(np.asarray(p, dtype) for p in layer) for layer in params]

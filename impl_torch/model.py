@@ -19,11 +19,9 @@ LAYER_NORM_EPS = 1e-5  # the book's LayerNorm eps: keeps 1 / sqrt(var + eps) fin
 
 
 def gelu(x: torch.Tensor, form: str) -> torch.Tensor:
-    """GELU of x, (...,) -> (...,), written out rather than torch.nn.GELU().
-
-    form "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the book's formula.
-    form "exact": 0.5 x (1 + erf(x / sqrt(2))), what nn.GELU() computes by default.
-    """
+    """GELU of x, (...,) -> (...,), written out rather than torch.nn.GELU():
+    form "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the book's formula;
+    form "exact": 0.5 x (1 + erf(x / sqrt(2))), what nn.GELU() computes by default."""
     if form == "tanh":
         return 0.5 * x * (1.0 + torch.tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x**3)))
     if form == "exact":
@@ -58,6 +56,23 @@ class LayerNorm(nn.Module):
         return self.scale * norm_x + self.shift
 
 
+@contextmanager
+def full_float32_matmuls():
+    """float32 matmuls in full float32 (no TF32), so a run on a GPU agrees with the CPU. The flags are
+    process-wide: set for the length of the block and put back after, never at import."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def make_layer(d_in: int, d_out: int, gelu_form: str) -> nn.Sequential:
+    """One of the book's layers, nn.Sequential(nn.Linear, GELU): x (..., d_in) -> (..., d_out)."""
+    return nn.Sequential(nn.Linear(d_in, d_out), GELU(gelu_form))
+
+
 class ExampleDeepNeuralNetwork(nn.Module):
     """(LayerNorm +) Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match."""
 
@@ -66,7 +81,7 @@ class ExampleDeepNeuralNetwork(nn.Module):
         super().__init__()
         self.use_shortcut = use_shortcut
         sizes = list(zip(layer_sizes[:-1], layer_sizes[1:]))
-        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(d_in, d_out), GELU(gelu_form)) for d_in, d_out in sizes)
+        self.layers = nn.ModuleList(make_layer(d_in, d_out, gelu_form) for d_in, d_out in sizes)
         if norm not in ("none", "pre"):
             raise ValueError(f"unknown norm {norm!r}: use 'none' or 'pre'")
         # nn.Identity has no parameters: without the norm the state_dict is the book's, name for name.
@@ -82,50 +97,40 @@ class ExampleDeepNeuralNetwork(nn.Module):
                 x = layer_output
         return x
 
+    @classmethod
+    def from_params(cls, params: list, use_shortcut: bool, gelu_form: str, norm: str, *, dtype: torch.dtype):
+        """The network holding params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout, with norm
+        "pre" (W, b, scale (d_in,), shift (d_in,)); dtype a torch.dtype, which the parameters take."""
+        sizes = [params[0][0].shape[1]] + [layer[0].shape[0] for layer in params]
+        # On the meta device nn.Linear allocates nothing and draws no random init: the caller's torch
+        # RNG is untouched. The shared weights then take the parameters' place, by the book's names.
+        with torch.device("meta"):
+            model = cls(sizes, use_shortcut, gelu_form, norm)
+        weights = {}
+        for i, (W, b, *norm_params) in enumerate(params):  # norm_params: pre-LN's (scale, shift), (d_in,) each
+            weights[f"layers.{i}.0.weight"] = torch.tensor(np.asarray(W), dtype=dtype)  # (d_out, d_in)
+            weights[f"layers.{i}.0.bias"] = torch.tensor(np.asarray(b), dtype=dtype)  # (d_out,)
+            for name, p in zip(("scale", "shift"), norm_params):
+                weights[f"norms.{i}.{name}"] = torch.tensor(np.asarray(p), dtype=dtype)  # (d_in,)
+        # strict: a pre-LN layer without its norm's scale and shift is refused, as are ones the network lacks.
+        model.load_state_dict(weights, assign=True)
+        return model
+
 
 def mse_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over all elements of (output - target)^2; target broadcasts to output."""
     return torch.mean((output - target) ** 2)
 
 
-@contextmanager
-def full_float32_matmuls():
-    """float32 matmuls in full float32 (no TF32), so a run on a GPU agrees with the CPU.
-
-    The flags are process-wide: set for the length of the block and put back after, never at import.
-    """
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
-    """The common entry point: loss, output and every gradient, as NumPy arrays.
+    """The common entry point: loss, output and every gradient, as NumPy arrays (docs/contract.md).
 
-    params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout, with norm "pre"
-    (W, b, scale (d_in,), shift (d_in,)); x (..., sizes[0]); target broadcastable to the output;
-    gelu_form "tanh" or "exact"; dtype "float32" or "float64". Returns {"loss", "output", "dW",
-    "db", "dx"}, and with norm "pre" "dscale" and "dshift".
-    """
+    params as from_params takes them; x (..., sizes[0]); target broadcastable to the output; dtype "float32" or
+    "float64"; gelu_form "tanh" or "exact". Returns {"loss", "output", "dW", "db", "dx"}, pre-LN's dscale, dshift."""
     if any(len(layer) != {"none": 2, "pre": 4}.get(norm) for layer in params):
         raise ValueError(f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'")
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    sizes = [params[0][0].shape[1]] + [layer[0].shape[0] for layer in params]
-    # On the meta device nn.Linear allocates nothing and draws no random init: the caller's torch
-    # RNG is untouched. The shared weights then take the parameters' place, by the book's names.
-    with torch.device("meta"):
-        model = ExampleDeepNeuralNetwork(sizes, use_shortcut, gelu_form, norm)
-    weights = {}
-    for i, (W, b, *norm_params) in enumerate(params):  # norm_params: pre-LN's (scale, shift), (d_in,) each
-        weights[f"layers.{i}.0.weight"] = torch.tensor(np.asarray(W), dtype=torch_dtype)  # (d_out, d_in)
-        weights[f"layers.{i}.0.bias"] = torch.tensor(np.asarray(b), dtype=torch_dtype)  # (d_out,)
-        for name, p in zip(("scale", "shift"), norm_params):
-            weights[f"norms.{i}.{name}"] = torch.tensor(np.asarray(p), dtype=torch_dtype)  # (d_in,)
-    # strict: a pre-LN layer without its norm's scale and shift is refused, as are ones the network lacks.
-    model.load_state_dict(weights, assign=True)
+    model = ExampleDeepNeuralNetwork.from_params(params, use_shortcut, gelu_form, norm, dtype=torch_dtype)
     x = torch.tensor(np.asarray(x), dtype=torch_dtype, requires_grad=True)
     target = torch.tensor(np.asarray(target), dtype=torch_dtype)
 
