@@ -499,27 +499,23 @@ def grade_linear(module) -> StepResult:
 LINEAR_RETURNS = ("dx", "dW", "db")
 
 
-def _linear_case(module, case: Case) -> float:
-    dz, x, W = case.inputs
-    returned = _run("linear", module, case, module.linear_backward, _copy(dz), _copy(x), _copy(W))
-    if not isinstance(returned, tuple | list) or len(returned) != 3:
+def _tuple_of(step: str, case: Case, returned, names: tuple[str, ...]) -> dict:
+    """A rule's returned tuple as {name: array}, or Stop with what came back instead."""
+    if not isinstance(returned, tuple | list) or len(returned) != len(names):
         what = (
             f"a {type(returned).__name__} of {len(returned)}"
             if isinstance(returned, tuple | list)
             else type(returned).__name__
         )
-        raise Stop(
-            StepResult(
-                "linear",
-                "wrong",
-                None,
-                None,
-                f"returns {what}; expected a tuple (dx, dW, db)",
-                "not-an-array",
-                case.label,
-            )
-        )
-    yours = dict(zip(LINEAR_RETURNS, (_as_array("linear", case, n, v) for n, v in zip(LINEAR_RETURNS, returned))))
+        message = f"returns {what}; expected a tuple ({', '.join(names)})"
+        raise Stop(StepResult(step, "wrong", None, None, message, "not-an-array", case.label))
+    return {name: _as_array(step, case, name, value) for name, value in zip(names, returned)}
+
+
+def _linear_case(module, case: Case) -> float:
+    dz, x, W = case.inputs
+    returned = _run("linear", module, case, module.linear_backward, _copy(dz), _copy(x), _copy(W))
+    yours = _tuple_of("linear", case, returned, LINEAR_RETURNS)
     _check_return_order(case, yours)
     rows = int(np.prod(x.shape[:-1]))
     dz2 = dz.reshape(-1, dz.shape[-1])
@@ -718,15 +714,7 @@ def _layernorm_case(module, case: Case) -> float:
 
     dout, x, scale = case.inputs
     returned = _run("layernorm", module, case, module.layer_norm_backward, _copy(dout), _copy(x), _copy(scale))
-    if not isinstance(returned, tuple | list) or len(returned) != 3:
-        what = (
-            f"a {type(returned).__name__} of {len(returned)}"
-            if isinstance(returned, tuple | list)
-            else type(returned).__name__
-        )
-        message = f"returns {what}; expected a tuple (dx, dscale, dshift)"
-        raise Stop(StepResult("layernorm", "wrong", None, None, message, "not-an-array", case.label))
-    yours = {n: _as_array("layernorm", case, n, v) for n, v in zip(LAYER_NORM_RETURNS, returned)}
+    yours = _tuple_of("layernorm", case, returned, LAYER_NORM_RETURNS)
     rows = int(np.prod(x.shape[:-1]))
     xhat = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + LAYER_NORM_EPS)
     summed = (
