@@ -56,6 +56,9 @@ def _run(inputs: Inputs) -> dict:
         overflow = first_overflow(results)
         oracle_result = results.pop(ORACLE, None)  # checked on its own terms below, not pairwise
         entry = {"use_shortcut": use_shortcut, "frameworks": means, **check.compare(results, config.dtype, magnitude)}
+        entry["gelu_form_resolution"] = sensitivity.gelu_form_resolution(
+            fns[floor_name], params, x, target, magnitude, config.dtype, **kw
+        )
         entry["book"], entry["overflow"] = None, overflow
         entry["agree"] = entry["agree"] and overflow is None
         if oracle_result:

@@ -58,7 +58,7 @@ rounding of that size, which the tensor's typical bound covers.
 
 import numpy as np
 
-from crosscheck import contract
+from crosscheck import check, contract
 
 # The relative nudge that measures derivatives: small enough that every element moves
 # linearly (second-order terms ~ 2^-60 relative), large enough that float64 rounding
@@ -312,3 +312,24 @@ def combine(*parts: dict) -> dict:
         else sum(p[key] for p in parts)
         for key, value in first.items()
     }
+
+
+def gelu_form_resolution(loss_and_grads, params, x, target, bound: dict, dtype: str, **kw) -> dict:
+    """Could this run see the GELU form mix-up? The other form against the run's own, in float64
+    runs of `loss_and_grads`, each element's move as a share of the allowance `bound` gives it in
+    `dtype` (crosscheck.check.compare's rule); kw: use_shortcut, gelu_form and norm if "pre".
+
+    Returns {"other_form", "share" (the largest share any element moved), "tensor" (where),
+    "resolved" (share > 1: a mix-up of the two forms shows)}. Where the allowance has grown past
+    the difference between the forms (deep float32 networks whose gradient has vanished, big
+    batches), a run agrees whichever form an implementation computes, and the report says so."""
+    other = {"tanh": "exact", "exact": "tanh"}[kw["gelu_form"]]
+    params = [tuple(np.asarray(a, np.float64) for a in layer) for layer in params]
+    x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
+    runs = {
+        form: loss_and_grads(params, x, target, **{**kw, "gelu_form": form}, dtype="float64")
+        for form in (kw["gelu_form"], other)
+    }
+    report = check.compare(runs, dtype, bound)
+    tensor, share = max(report["room"].items(), key=lambda item: item[1])
+    return {"other_form": other, "share": float(share), "tensor": tensor, "resolved": bool(share > 1)}

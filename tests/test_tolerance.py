@@ -165,3 +165,25 @@ def test_a_vanished_gradient_still_gets_a_rounding_bound():
         assert reference[i].item() != 0 and measured["dW"][i].item() > 10 * abs(reference[i].item())
     report = check.compare(results, "float64", measured)
     assert report["agree"], report["first_mismatch"]
+
+
+def test_a_run_that_cannot_see_the_gelu_form_says_so(tmp_path, capsys):
+    """Weights a hundred times smaller keep every pre-activation near 0, where the two GELU forms
+    differ by less than float32 can resolve: the run agrees, and says that the other form would
+    have agreed too. float64 resolves it, and the book's network needs no such caution."""
+    from safetensors.numpy import save_file
+
+    import compare
+
+    params = [(W * 1e-2, b * 1e-2) for W, b in seeded_params(BOOK, 123)]
+    path = tmp_path / "small.safetensors"
+    save_file(
+        {f"layers.{i}.0.{k}": a for i, (W, b) in enumerate(params) for k, a in (("weight", W), ("bias", b))}, path
+    )
+    for dtype, cautioned in (("float32", True), ("float64", False)):
+        assert compare.main(["--weights", str(path), "--frameworks", "torch,numpy", "--dtype", dtype]) == 0
+        verdict = capsys.readouterr().out.strip().splitlines()[-1]
+        assert verdict.startswith("AGREE") and ("the exact GELU form would agree too" in verdict) == cautioned
+        assert ("--dtype float64 resolves it" in verdict) == cautioned
+    assert compare.main(["--frameworks", "torch,numpy"]) == 0
+    assert "would agree too" not in capsys.readouterr().out
