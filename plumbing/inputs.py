@@ -61,6 +61,12 @@ def resolve(
         layer_sizes = layer_sizes or BOOK_LAYER_SIZES
         resources.check_memory(layer_sizes, 1, dtype)  # before the weights are drawn
         params = weights.seeded_params(layer_sizes, seed, norm)
+    if norm == "pre" and 2 in layer_sizes[:-1]:
+        i = list(layer_sizes[:-1]).index(2)
+        raise InputError(
+            f"--norm pre: layer {i}'s LayerNorm would normalise 2 elements, where (x - mean) / sigma is +-1 whatever"
+            " x and its gradient is all cancellation, rounding no comparison can tell from a bug; use another width"
+        )
     if "jax" in names:
         from impl_jax.model import SCAN_MIN_LAYERS  # jax is to run anyway
 

@@ -359,3 +359,12 @@ def test_explain_follows_the_path_through_the_layer_norm(use_shortcut):
     text = explain.format_explain(report)
     assert "pre-LN: each layer is x + GELU(Linear(LN(x)))" in text and f"{layer0['ln']:.4g}" in text
     assert f"x |h| {layer0['h']:.4g}" in text
+
+
+def test_a_layernorm_over_two_elements_is_refused(capsys):
+    """Over 2 elements (x - mean) / sigma is +-1 whatever x: its gradient is rounding left over from
+    cancelling terms, which the implementations round differently. Refused before any work."""
+    assert compare.main(["--norm", "pre", "--layer-sizes", "3,2,2,1", "--frameworks", "numpy"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "layer 1's LayerNorm would normalise 2 elements" in err
+    assert compare.main(["--layer-sizes", "3,2,2,1", "--frameworks", "numpy"]) == 0  # without the norm: fine

@@ -62,18 +62,28 @@ class Network:
     params: list = field(repr=False)
     x: np.ndarray = field(repr=False)
     target: np.ndarray = field(repr=False)
+    norm: str = "none"  # "pre": a LayerNorm in front of every layer, params (W, b, scale, shift)
 
     def cast(self, dtype):
-        params = [(W.astype(dtype), b.astype(dtype)) for W, b in self.params]
+        params = [tuple(a.astype(dtype) for a in layer) for layer in self.params]
         return params, self.x.astype(dtype), self.target.astype(dtype)
+
+    @property
+    def kw(self) -> dict:
+        """use_shortcut, gelu_form, and norm where it is "pre" (the book's contract never sees it)."""
+        kw = {"use_shortcut": self.use_shortcut, "gelu_form": self.gelu_form}
+        return kw | ({"norm": self.norm} if self.norm != "none" else {})
 
 
 @st.composite
-def networks(draw, max_layers=8, max_width=16, max_rows=4, scales=COMPARABLE_SCALES):
+def networks(draw, max_layers=8, max_width=16, max_rows=4, scales=COMPARABLE_SCALES, norm="none"):
+    # A LayerNorm normalises each layer's input: over 3 elements or more (compare.py refuses 2, where
+    # (x - mean) / sigma is +-1 whatever x and its gradient is all cancellation; 1 is a constant).
+    min_width = 3 if norm == "pre" else 1
     n_layers = draw(st.integers(1, max_layers))
-    sizes = [draw(st.integers(1, max_width))]
+    sizes = [draw(st.integers(min_width, max_width))]
     for _ in range(n_layers):  # keep the width (a shortcut applies) or change it (it is skipped)
-        sizes.append(sizes[-1] if draw(st.booleans()) else draw(st.integers(1, max_width)))
+        sizes.append(sizes[-1] if draw(st.booleans()) else draw(st.integers(min_width, max_width)))
     extra = draw(st.lists(st.integers(1, 3), max_size=2))  # 0 to 2 extra leading batch dimensions
     input_shape = (*extra, draw(st.integers(1, max_rows)), sizes[0])
     seed, scale = draw(st.integers(0, 2**32 - 1)), draw(st.sampled_from(scales))
@@ -82,22 +92,21 @@ def networks(draw, max_layers=8, max_width=16, max_rows=4, scales=COMPARABLE_SCA
     for d_in, d_out in zip(sizes[:-1], sizes[1:]):
         bound = scale / np.sqrt(d_in)  # nn.Linear's init range, times the scale
         params.append((rng.uniform(-bound, bound, (d_out, d_in)), rng.uniform(-bound, bound, d_out)))
+    if norm == "pre":  # the norm's scale and shift away from 1 and 0, where a slip between them would hide
+        params = [(W, b, rng.uniform(0.5, 1.5, W.shape[1]), rng.normal(0.0, 0.5, W.shape[1])) for W, b in params]
     x = rng.uniform(-2.0, 2.0, input_shape)
     target = rng.uniform(-1.0, 1.0, input_shape[:-1] + (sizes[-1],))
     form, shortcut = draw(st.sampled_from(["tanh", "exact"])), draw(st.booleans())
-    return Network(sizes, input_shape, seed, scale, form, shortcut, params, x, target)
+    return Network(sizes, input_shape, seed, scale, form, shortcut, params, x, target, norm)
 
 
 def run(names, net: Network, dtype: str) -> dict:
     params, x, target = net.cast(dtype)
-    kw = dict(use_shortcut=net.use_shortcut, gelu_form=net.gelu_form, dtype=dtype)
-    return {name: needs(name)(params, x, target, **kw) for name in names}
+    return {name: needs(name)(params, x, target, **net.kw, dtype=dtype) for name in names}
 
 
 def magnitude(net: Network) -> dict:
-    return sensitivity.sensitivity(
-        needs("numpy"), net.params, net.x, net.target, use_shortcut=net.use_shortcut, gelu_form=net.gelu_form
-    )
+    return sensitivity.sensitivity(needs("numpy"), net.params, net.x, net.target, **net.kw)
 
 
 def assert_agree(results: dict, dtype: str, net: Network, bound: dict) -> None:
@@ -136,8 +145,29 @@ def test_torch_and_numpy_agree_in_float64(net):
 @given(net=networks(max_layers=4, max_width=6, max_rows=3, scales=ALL_SCALES))
 def test_float64_matches_finite_differences(net):
     results = run(FAST, net, "float64")
-    fd = numerical.loss_and_grads(net.params, net.x, net.target, use_shortcut=net.use_shortcut, gelu_form=net.gelu_form)
+    fd = numerical.loss_and_grads(net.params, net.x, net.target, **net.kw)
     report = oracle.check(results, fd, "float64")
+    assert report["agree"], report["first_mismatch"]
+
+
+# Pre-LN (--norm pre): a LayerNorm in front of every layer, its scale and shift drawn too.
+@settings(
+    max_examples=25, deadline=None, derandomize=True, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(net=networks(norm="pre"), dtype=st.sampled_from(DTYPES))
+def test_pre_ln_torch_and_numpy_agree(net, dtype):
+    results = run(FAST, net, dtype)
+    assert_agree(results, dtype, net, magnitude(net))
+    assert all(len(r["dscale"]) == len(r["dshift"]) == len(net.params) for r in results.values())
+
+
+@settings(
+    max_examples=15, deadline=None, derandomize=True, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(net=networks(max_layers=3, max_width=5, max_rows=3, scales=ALL_SCALES, norm="pre"))
+def test_pre_ln_float64_matches_finite_differences(net):
+    fd = numerical.loss_and_grads(net.params, net.x, net.target, **net.kw)
+    report = oracle.check(run(FAST, net, "float64"), fd, "float64")
     assert report["agree"], report["first_mismatch"]
 
 
