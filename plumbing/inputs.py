@@ -61,11 +61,13 @@ def resolve(
         layer_sizes = layer_sizes or BOOK_LAYER_SIZES
         resources.check_memory(layer_sizes, 1, dtype)  # before the weights are drawn
         params = weights.seeded_params(layer_sizes, seed, norm)
-    if norm == "pre" and 2 in layer_sizes[:-1]:
-        i = list(layer_sizes[:-1]).index(2)
+    narrow = [i for i, d in enumerate(layer_sizes[:-1]) if d < 3]
+    if norm == "pre" and narrow:
+        d = layer_sizes[narrow[0]]
         raise InputError(
-            f"--norm pre: layer {i}'s LayerNorm would normalise 2 elements, where (x - mean) / sigma is +-1 whatever"
-            " x and its gradient is all cancellation, rounding no comparison can tell from a bug; use another width"
+            f"--norm pre: layer {narrow[0]}'s LayerNorm would normalise {d} element{'s' * (d > 1)}, where"
+            " (x - mean) / sigma is the same whatever x and its gradient is what rounding leaves of cancelling"
+            " terms, which no comparison can tell from a bug; use widths of 3 or more"
         )
     if "jax" in names:
         from impl_jax.model import SCAN_MIN_LAYERS  # jax is to run anyway
