@@ -178,7 +178,8 @@ def bounded_error(a: np.ndarray, b: np.ndarray, allowed_abs: np.ndarray):
     used[~finite] = np.inf
     plain = np.divide(diff, scale, out=np.zeros_like(diff), where=finite & (scale > 0))
     plain[~finite] = np.inf
-    allowed = np.divide(allowed_abs, scale, out=np.full(diff.shape, np.inf), where=scale > 0)
+    with np.errstate(over="ignore"):  # a subnormal scale: the allowance, relative to it, is inf
+        allowed = np.divide(allowed_abs, scale, out=np.full(diff.shape, np.inf), where=scale > 0)
     return used, plain, allowed
 
 

@@ -229,7 +229,10 @@ def survey(config: SurveyConfig, progress=lambda text: None) -> list[dict]:
             bound = sensitivity.sensitivity(measure, params, x, target, **kw)  # float64, once for both dtypes
             for dtype in config.dtypes:
                 cell = survey_cell(case, dtype, use_shortcut, bound, fns, config)
-                cell.update(case=case, dtype=dtype, use_shortcut=use_shortcut, seconds=time.perf_counter() - start)
+                # What compare.py's verdict would add: whether the other GELU form is visible here at all.
+                resolution = sensitivity.gelu_form_resolution(measure, params, x, target, bound, dtype, **kw)
+                cell.update(case=case, dtype=dtype, use_shortcut=use_shortcut, gelu_resolution=resolution)
+                cell.update(seconds=time.perf_counter() - start)
                 start = time.perf_counter()
                 progress(format_row(cell, config))
                 rows.append(cell)
@@ -254,6 +257,8 @@ def format_row(cell: dict, config: SurveyConfig) -> str:
     where = sorted({tensor for _, tensor in cell["caught"]})
     caught = f"{len(cell['caught'])}/{faults}" + (f" ({', '.join(where)})" if where else "")
     caught += "".join(f"; **missed {name}**" for name in cell["missed"])
+    if cell["missed"] and not cell["gelu_resolution"]["resolved"]:
+        caught += f" (the verdict's caution: the other GELU form uses at most {cell['gelu_resolution']['share']:.2f})"
     distinct = ", ".join(f"{name} {n}" for name, n in cell["distinct"].items())
     shape = f"{len(case.sizes) - 1} x {case.sizes[1]}" if case.sizes != BOOK_LAYER_SIZES else "book"
     return (
@@ -270,11 +275,13 @@ def summary(rows: list[dict], config: SurveyConfig) -> tuple[str, bool]:
     fixed = sum(not r["fixed_agree"] for r in rows)
     caught = sum(len(r["caught"]) for r in rows)
     faults = caught + sum(len(r["missed"]) for r in rows)
+    cautioned = sum(len(r["missed"]) for r in rows if not r["gelu_resolution"]["resolved"])
     flips = sum(r["flips"] for r in rows)
     varied = sorted({name for r in rows for name, n in r["distinct"].items() if n > 1})
     worst = max(rows, key=lambda r: r["room"])
     text = (
-        f"{len(rows)} cells: {alarms} false alarms (the fixed tolerance: {fixed}); faults caught {caught} of {faults}; "
+        f"{len(rows)} cells: {alarms} false alarms (the fixed tolerance: {fixed}); faults caught {caught} of {faults}"
+        f" ({cautioned} of the missed in a cell whose verdict says the GELU forms look alike there); "
         f"worst room {worst['room']:.2f} ({worst['case'].name}, {worst['dtype']}, {worst['room_tensor']}); "
         f"{config.reruns} runs of each input: results that varied: {', '.join(varied) or 'none'}, "
         f"verdict changes {flips}; {sum(r['seconds'] for r in rows):.0f} s"
