@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--frameworks",
         help=f"comma-separated, from {','.join(m for m in MODULES if m != ORACLE)} "
-        f"(default: {','.join(defaults.frameworks)}), and {ORACLE} for finite differences (float64, small networks)",
+        f"(default: {','.join(defaults.frameworks)}), a .py file or module of your own (docs/contract.md),"
+        f" and {ORACLE} for finite differences (float64, small networks)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     learn = p.add_argument_group("learning backprop from it (docs/backprop.md)")

@@ -26,12 +26,13 @@ def format_report(report: dict) -> str:
     for r in report["runs"]:
         losses = ", ".join(f"{n} {r['frameworks'][n]['loss']:.9g}" for n in names)
         lines += ["", f"{'With' if r['use_shortcut'] else 'Without'} shortcut (loss: {losses})"]
-        header = f"{'layer':<18}" + "".join(f"{n:>15}" for n in names)
+        widths = {n: max(15, len(n) + 2) for n in names}  # a long file name keeps its column apart
+        header = f"{'layer':<18}" + "".join(f"{n:>{widths[n]}}" for n in names)
         header += f"{'book':>15}" if r["book"] else ""
         lines.append(header + f"{'max rel diff':>14}")
         for i, diff in enumerate(r["layer_max_rel_diff"]):
             row = f"{f'layers.{i}.0.weight':<18}" + "".join(
-                f"{r['frameworks'][n]['weight_grad_mean_abs'][i]:>15.7e}" for n in names
+                f"{r['frameworks'][n]['weight_grad_mean_abs'][i]:>{widths[n]}.7e}" for n in names
             )
             row += f"{r['book']['values'][i]:>15.7e}" if r["book"] else ""
             lines.append(row + f"{diff:>14.1e}")

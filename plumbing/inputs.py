@@ -34,6 +34,8 @@ def resolve(
     norm: str = "none",
 ) -> Inputs:
     """Check every input before any work; raises InputError with one line for the first bad one."""
+    if frameworks_text is not None and not frameworks_text.strip():
+        raise InputError("--frameworks is empty: name two or more of torch, jax, numpy, numpy-fast, or a .py file")
     fns = frameworks.resolve(frameworks_text or ",".join(Config().frameworks))
     names = tuple(fns)
     if names == (ORACLE,):

@@ -40,7 +40,7 @@ def check_jax_layers(layer_sizes, scan_min_layers: int) -> None:
     if unscanned > MAX_UNSCANNED_LAYERS:
         raise InputError(
             f"jax: {unscanned} layers are not in runs of {scan_min_layers} or more equal layers, so XLA would compile"
-            f" each one (over {MAX_UNSCANNED_LAYERS} takes it minutes); make runs of equal widths, or leave jax out"
+            f" each one (over {MAX_UNSCANNED_LAYERS}, tens of seconds to minutes); make runs of equal widths, or leave jax out"
             " of --frameworks"
         )
 

@@ -68,8 +68,10 @@ def load_weights(path, norm: str = "none") -> tuple[list, np.ndarray | None, np.
     from safetensors.numpy import load_file
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"weights file {path} not found")
+    if not path.is_file():
+        raise InputError(f"weights file {path} is not a file")
     try:
         tensors = load_file(path)
     except (SafetensorError, ValueError, TypeError, OSError) as err:

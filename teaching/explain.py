@@ -209,13 +209,18 @@ def why_layer0(report: dict) -> list[str]:
         (off, on), (off_run, on_run) = (run["layers"][-1] for run in runs), runs
         alone = [r["gain"] for r in off_run["layers"][:-1]]  # the layers above layer 0, without shortcut
         kept = [r["gain"] for r in on_run["layers"][:-1]]
+        ratio = on["dW"] / off["dW"]
+        how = f"{ratio:.4g} times larger" if ratio >= 1 else f"{1 / ratio:.4g} times smaller ({ratio:.4g} times)"
         lines.append(
-            f"So with the shortcut layer 0's dL/dW is {on['dW'] / off['dW']:.4g} times larger ="
+            f"So with the shortcut layer 0's dL/dW is {how} ="
             f" {on_run['dout'] / off_run['dout']:.4g} (dL/d output) x {on['running'] / off['running']:.4g} (running)"
             f" x {on['gelu'] / off['gelu']:.4g} (gelu') x {on[inp] / off[inp]:.4g} (|{inp}|)."
         )
-        lines.append(
-            f"The running product makes the difference: the layers above layer 0 have gains {min(alone):.4g}"
-            f" to {max(alone):.4g} alone, {min(kept):.4g} to {max(kept):.4g} with the identity path."
-        )
+        if alone:  # the layers above layer 0: none in a one-layer network
+            decides = ratio >= 1 and on["running"] > off["running"]  # the book's case; a random draw may differ
+            lines.append(
+                f"The running product{' makes the difference' if decides else ''}: the layers above layer 0 have gains"
+                f" {min(alone):.4g}"
+                f" to {max(alone):.4g} alone, {min(kept):.4g} to {max(kept):.4g} with the identity path."
+            )
     return lines

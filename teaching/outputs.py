@@ -62,14 +62,16 @@ def parse_depths(text: str) -> tuple[int, ...]:
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
-    """'3,64' -> (3, 64): distinct widths from 1 to MAX_SWEEP_WIDTH."""
+    """'3,64' -> (3, 64): distinct widths from 3 (a LayerNorm over fewer elements outputs the same
+    whatever its input, so the pre-LN variant would say nothing) to MAX_SWEEP_WIDTH."""
     try:
         widths = tuple(int(p) for p in text.split(","))
     except ValueError:
         widths = ()
-    if not widths or not all(1 <= w <= MAX_SWEEP_WIDTH for w in widths) or len(set(widths)) < len(widths):
+    if not widths or not all(3 <= w <= MAX_SWEEP_WIDTH for w in widths) or len(set(widths)) < len(widths):
         raise InputError(
-            f"--sweep-widths takes distinct comma-separated widths from 1 to {MAX_SWEEP_WIDTH}, such as 3,64; got {text!r}"
+            f"--sweep-widths takes distinct comma-separated widths from 3 (the pre-LN variant's LayerNorm needs"
+            f" 3 elements) to {MAX_SWEEP_WIDTH}, such as 3,64; got {text!r}"
         )
     return widths
 
@@ -79,9 +81,10 @@ def parse_sweep(request: Request) -> Sweep:
     depths = parse_depths(request.sweep_depth if request.sweep_depth is not None else DEFAULT_SWEEP_DEPTHS)
     widths = parse_widths(request.sweep_widths if request.sweep_widths is not None else DEFAULT_SWEEP_WIDTHS)
     n_seeds = request.sweep_seeds if request.sweep_seeds is not None else DEFAULT_SWEEP_SEEDS
-    if not 1 <= n_seeds <= MAX_SWEEP_SEEDS:
+    if not 2 <= n_seeds <= MAX_SWEEP_SEEDS:
         raise InputError(
-            f"--sweep-seeds takes a number of networks per depth from 1 to {MAX_SWEEP_SEEDS}; got {n_seeds}"
+            f"--sweep-seeds takes a number of networks per depth from 2 (the fit's interval resamples the seeds) to"
+            f" {MAX_SWEEP_SEEDS}; got {n_seeds}"
         )
     elements = n_seeds * max(depths) * max(widths) ** 2
     if elements > MAX_SWEEP_ELEMENTS:

@@ -85,3 +85,29 @@ def test_jax_refuses_a_network_it_would_take_minutes_to_compile(capsys):
     resources.check_jax_layers((2, 3) * 128 + (2,), 8)  # 256 unscanned: at the limit, allowed
     with pytest.raises(resources.InputError):
         resources.check_jax_layers((2, 3) * 129, 8)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--frameworks", ""], "--frameworks is empty"),
+        (["--weights", "."], "weights file . is not a file"),
+        (
+            ["--sweep-widths", "2", "--sweep-depth", "2:4"],
+            "--sweep-widths takes distinct comma-separated widths from 3",
+        ),
+        (["--sweep-seeds", "1", "--sweep-depth", "2:4"], "--sweep-seeds takes a number of networks per depth from 2"),
+    ],
+    ids=["empty-frameworks", "weights-a-folder", "sweep-width-2", "sweep-one-seed"],
+)
+def test_more_bad_input_is_one_line(argv, message, capsys):
+    assert compare.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err
+
+
+def test_explain_says_smaller_when_the_shortcut_made_layer_0s_gradient_smaller(capsys):
+    """seed 7: with the shortcut, layer 0's dL/dW is 0.04875 times the plain network's."""
+    assert compare.main(["--explain", "--seed", "7", "--frameworks", "numpy"]) == 0
+    out = capsys.readouterr().out
+    assert "times smaller (0.04875 times)" in out and "makes the difference" not in out
