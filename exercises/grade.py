@@ -85,27 +85,33 @@ def passed(results: list[steps.StepResult]) -> bool:
 # --- rendering ----------------------------------------------------------------------------------
 
 
+def format_step(r: steps.StepResult, label: str, width: int = 9, locate=lambda text: text) -> list[str]:
+    """One step's lines: ok with its worst difference, todo with where the blank is (`locate` may
+    rewrite that place, as the notebooks name their cells), or wrong with the tensor, its worst
+    element and the diagnosis."""
+    head = f"  {label:<{width}} {r.status:<6}"
+    if r.status == "ok":
+        return [f"{head} worst rel diff {r.max_rel_diff:.1e}"]
+    if r.status == "todo":
+        return [f"{head} not written yet: {locate(r.diagnosis).replace('NotImplementedError: ', '', 1)}"]
+    pad = " " * len(head)
+    lines = [f"{head} {r.tensor or 'the result'}, on {r.case}"]
+    if r.worst:
+        where = ", ".join(map(str, r.worst["index"]))
+        lines.append(
+            f"{pad} worst element [{where}]: yours {r.worst['yours']:.9g}, expected {r.worst['expected']:.9g}"
+            f" (rel diff {r.max_rel_diff:.1e})"
+        )
+    return lines + [f"{pad} diagnosis: {r.diagnosis}"]
+
+
 def format_steps(path: Path, results: list[steps.StepResult]) -> str:
     lines = [
         f"{user_code.shown(path)}: each step against torch autograd in float64 "
         f"(elementwise relative tolerance {steps.TOLERANCE:g})"
     ]
     for r in results:
-        head = f"  {r.step:<9} {r.status:<6}"
-        if r.status == "ok":
-            lines.append(f"{head} worst rel diff {r.max_rel_diff:.1e}")
-        elif r.status == "todo":
-            lines.append(f"{head} not written yet: {r.diagnosis.replace('NotImplementedError: ', '', 1)}")
-        else:
-            pad = " " * len(head)
-            lines.append(f"{head} {r.tensor}, on {r.case}" if r.tensor else f"{head} the result, on {r.case}")
-            if r.worst:
-                where = ", ".join(map(str, r.worst["index"]))
-                lines.append(
-                    f"{pad} worst element [{where}]: yours {r.worst['yours']:.9g}, expected {r.worst['expected']:.9g}"
-                    f" (rel diff {r.max_rel_diff:.1e})"
-                )
-            lines.append(f"{pad} diagnosis: {r.diagnosis}")
+        lines += format_step(r, r.step)
     if len(results) < len(steps.STEPS):
         lines.append(f"  stopped at the first wrong step; --all grades {', '.join(steps.STEPS[len(results) :])} too")
     ok = sum(r.status == "ok" for r in results)

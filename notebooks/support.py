@@ -179,19 +179,7 @@ def in_cells(text: str, module: ModuleType) -> str:
 
 
 def format_result(name: str, result, module: ModuleType) -> str:
-    """One step as `python -m exercises.grade` prints it: ok with its worst difference, todo, or wrong."""
-    head = f"  {name:<10} {result.status:<6}"
-    if result.status == "ok":
-        return f"{head} worst rel diff {result.max_rel_diff:.1e}"
-    if result.status == "todo":
-        return f"{head} not written yet: {in_cells(result.diagnosis, module).replace('NotImplementedError: ', '', 1)}"
-    pad = " " * len(head)
-    lines = [f"{head} {result.tensor or 'the result'}, on {result.case}"]
-    if result.worst:
-        where = ", ".join(map(str, result.worst["index"]))
-        lines.append(
-            f"{pad} worst element [{where}]: yours {result.worst['yours']:.9g}, "
-            f"expected {result.worst['expected']:.9g} (rel diff {result.max_rel_diff:.1e})"
-        )
-    lines.append(f"{pad} diagnosis: {result.diagnosis}")
-    return "\n".join(lines)
+    """One step as `python -m exercises.grade` prints it, a blank located at its cell."""
+    from exercises import grade as grader
+
+    return "\n".join(grader.format_step(result, name, width=10, locate=lambda text: in_cells(text, module)))
