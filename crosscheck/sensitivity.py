@@ -83,28 +83,17 @@ DRAWS = 8
 GROUPS = 16
 
 
-def sensitivity(
-    loss_and_grads,
-    params,
-    x,
-    target,
-    *,
-    use_shortcut: bool,
-    gelu_form: str,
-    norm: str = "none",
-    draws: int = DRAWS,
-    groups: int = GROUPS,
-) -> dict:
+def sensitivity(loss_and_grads, params, x, target, **kw) -> dict:
     """Each element's rounding-error bound in units of u, measured with float64 runs of `loss_and_grads`.
 
     params: [(W (d_out, d_in), b (d_out,)), ...], with norm "pre" [(W, b, scale (d_in,), shift (d_in,)), ...];
     x (..., sizes[0]); target broadcastable to the output (..., sizes[-1]). Returns a result-like
     dict of the bounds, {"loss": (), "output": (..., d_out), "dW": [(d_out, d_in)], "db": [(d_out,)],
     "dx": (..., d_in)} (and "dscale", "dshift" [(d_in,)] with norm "pre"), the
-    sum of `error_terms`'s three parts. crosscheck.check.compare(results, dtype, this) allows
+    sum of `error_terms`'s three parts; kw are its keywords: use_shortcut and gelu_form, and
+    optionally norm, draws and groups. crosscheck.check.compare(results, dtype, this) allows
     two implementations to differ by 2 u times it.
     """
-    kw = {"use_shortcut": use_shortcut, "gelu_form": gelu_form, "norm": norm, "draws": draws, "groups": groups}
     parts = error_terms(loss_and_grads, params, x, target, **kw)
     return tensor_floor(combine(*parts.values()))
 
