@@ -45,16 +45,24 @@ TAIL sigma_eta sqrt(n(n + 1)/2 - 1), sigma_eta measured from the groups. Roundin
 adds |S| + n sigma_eta. The loss's terms are squares, never negative: its bound is deterministic,
 n_out |loss| for n_out output elements.
 
-Last, every element's bound is at least its tensor's root-mean-square bound. Backward error
-analysis needs steps that are backward stable, and the tanh GELU is not below its minimum:
-where 1 + tanh(...) cancels, its value carries an error of about u |z| and its derivative one of
-about u times the incoming gradient, however small the exact values, and no nudge to the inputs
-reproduces them (the exact function is flat there; in float64 a unit far enough down is exactly
-0 and moves under no nudge at all). XLA's tanh, off by up to 4.3 u in float32 (5.7 u in
-float64) where |tanh| nears 1, against 1 u for NumPy's and torch's (docs/tolerances.md), makes
-the most of it. Such an element is made of terms of its tensor's typical size and carries
-rounding of that size, which the tensor's typical bound covers.
+The special functions: backward error analysis needs steps that are backward stable, and the
+GELU is not one in its negative tail. There 1 + tanh(u) (or 1 + erf) cancels, so the value
+carries an error of about u |z| times the tanh's own error in ulps, and the slope one of about u
+|z| u'(z) (from 1 - tanh^2), however small the exact values: 2e4 u relative in the slope at
+z = -3.55 in float64. No nudge to the weights reproduces that: it moves z, and the exact function
+is flat there. So the perturbed runs perturb the GELU itself too (activation_noise): each value
+and each slope the measuring implementation computes moves by PERTURBATION times a draw of the
+error its special function may leave there, SPECIAL_FUNCTION_ERROR u (XLA's tanh, the least
+accurate of the three, is off by up to 5.7 u) carried through the formula's terms. This is a
+Monte Carlo arithmetic rerun, confined to the one step whose error analysis the nudges miss.
+
+Last, every element's bound is at least its tensor's root-mean-square bound: the 8 runs are a
+sample, and an element the sample underestimates is made of terms of its tensor's typical size
+and carries rounding of that size.
 """
+
+import contextlib
+import math
 
 import numpy as np
 
@@ -73,6 +81,16 @@ ELEMENTWISE = 20
 # P(|error| > TAIL u sqrt(sum s_j^2)) <= 2 exp(-TAIL^2 / 2) = 5e-11 per element for TAIL = 7, so
 # 1e7 elements (16384 rows x 1024 wide, twice) still miss less than once in a thousand runs.
 TAIL = 7.0
+# The largest error of the three implementations' tanh and erf, in u, where it matters (|tanh| and
+# |erf| near 1): XLA's tanh, 4.3 u in float32 and 5.7 u in float64, and its erf, 4.7 u in float32;
+# NumPy's and torch's are within 2 u (docs/tolerances.md measures them).
+SPECIAL_FUNCTION_ERROR = 6.0
+# Past |z| = 9, tanh(u(z)) and erf(z / sqrt(2)) are exactly +-1 in float32 and float64 in all three
+# (measured: the last |z| that is not is 7.35 for a tanh, 8.37 for an erf), so the GELU is exactly
+# 0 or z there and its slope exactly 0 or 1: no special-function error is left to carry.
+SATURATED = 9.0
+# The tanh form's u(z) = k (z + c z^3), for its slope u'(z) in the error of 1 - tanh^2.
+TANH_K, TANH_C = math.sqrt(2.0 / math.pi), 0.044715
 # Perturbed float64 runs, half shared and half grouped. A per-row element (output, dx) sees all
 # of them: the root-mean-square of 8 moves is within a factor 2 of their standard deviation 98%
 # of the time, and where it falls short the tensor's floor (module docstring) takes over. A batch
@@ -213,6 +231,50 @@ def layer_norm_amplitude(d: int) -> float:
     return float(np.sqrt(2 * (d + 2) + ELEMENTWISE))
 
 
+@contextlib.contextmanager
+def activation_noise(loss_and_grads, rng: np.random.Generator, shared: bool):
+    """Within it, the GELU and its backward that `loss_and_grads`'s module calls (the NumPy
+    reference's gelu(z, form) and gelu_backward(dout, z, form)) each add PERTURBATION times a draw
+    of the error their special function leaves, t = tanh(u(z)) or erf(z / sqrt(2)) off by up to
+    e u |t| (e = SPECIAL_FUNCTION_ERROR), carried through the formula, in u:
+
+        value  0.5 |z| e |t| r                              g = 0.5 z (1 + t)
+        slope  |dout| e (0.5 |t| + |z| t^2 u'(z)) r         g' = Phi + z Phi', Phi = 0.5 (1 + t),
+                                                            Phi' = 0.5 (1 - t^2) u'(z) (tanh form)
+        slope  |dout| e 0.5 |t| r  (exact form)             Phi' = exp(-z^2 / 2) / sqrt(2 pi): no t in it
+
+    t is read off the implementation's own value, t = 2 g / z - 1; r is standard normal, one per
+    unit for all rows alike when `shared` (identical rows round alike), else one per element, and
+    0 past |z| = SATURATED. Raises ValueError for an implementation without those two functions:
+    a bound missing the term would cry wolf, so none is measured."""
+    space = getattr(loss_and_grads, "__globals__", {})
+    if not callable(space.get("gelu")) or not callable(space.get("gelu_backward")):
+        raise ValueError("the rounding bound is measured with the NumPy reference (impl_numpy.loss_and_grads)")
+    gelu, gelu_backward = space["gelu"], space["gelu_backward"]
+
+    def draw(z, g):  # (|t|, e r), each (...,) like z, from g = gelu(z); e r is 0 where t saturates
+        t = np.abs(np.divide(2 * g - z, z, out=np.zeros_like(z), where=z != 0))
+        r = rng.standard_normal(z.shape[-1:] if shared else z.shape)
+        return t, np.where(np.abs(z) < SATURATED, SPECIAL_FUNCTION_ERROR * r, 0.0)
+
+    def noisy_gelu(z, form):
+        g = gelu(z, form)
+        t, er = draw(z, g)
+        return g + PERTURBATION * 0.5 * np.abs(z) * t * er
+
+    def noisy_gelu_backward(dout, z, form):
+        t, er = draw(z, gelu(z, form))
+        near = np.minimum(np.abs(z), SATURATED)  # (...,): past it er is 0, and near^3 stays in range
+        slope = 0.5 * t + (near * t**2 * TANH_K * (1 + 3 * TANH_C * near**2) if form == "tanh" else 0.0)
+        return gelu_backward(dout, z, form) + PERTURBATION * np.abs(dout) * slope * er
+
+    space["gelu"], space["gelu_backward"] = noisy_gelu, noisy_gelu_backward
+    try:
+        yield
+    finally:
+        space["gelu"], space["gelu_backward"] = gelu, gelu_backward
+
+
 def propagated_rounding(batch: Batch, draws: int) -> list[np.ndarray]:
     """TAIL times each element's measured rounding spread (module docstring), per unit PERTURBATION.
 
@@ -226,12 +288,16 @@ def propagated_rounding(batch: Batch, draws: int) -> list[np.ndarray]:
     independent = [np.zeros(t.shape) for t in base]
     for _ in range(draws - grouped):
         params, target = nudged(batch)
-        for m, t0, t1, s in zip(shared, base, batch.run(params, batch.x, target), batch.scales):
+        with activation_noise(batch.fn, batch.rng, shared=True):
+            moved = batch.run(params, batch.x, target)
+        for m, t0, t1, s in zip(shared, base, moved, batch.scales):
             m += ((t1 - t0) / s / PERTURBATION) ** 2  # s first: PERTURBATION * s may underflow
     for _ in range(grouped):
         for rows, share in zip(batch.split, batch.shares):
             params, target = nudged(batch, rows)
-            for k, (t0, t1) in enumerate(zip(share, batch.group(params, rows, target))):
+            with activation_noise(batch.fn, batch.rng, shared=False):
+                moved = batch.group(params, rows, target)
+            for k, (t0, t1) in enumerate(zip(share, moved)):
                 move = (t1 - t0) / batch.scales[k] / PERTURBATION
                 if k in per_row:  # the group's rows, in their places among all the rows
                     shared[k].reshape(batch.n, -1)[rows] += move**2

@@ -5,7 +5,9 @@
     python -m crosscheck.survey --threads          # whose results change with the thread count
 
 Every cell runs each framework on one input, compares them with crosscheck.check.compare
-under the bound of crosscheck.sensitivity (measured once per input, in float64), and counts:
+under the bound of crosscheck.sensitivity (measured once per input with the NumPy reference, in
+float64), taken again in float64 where float32 cannot tell the GELU forms apart (as compare.py
+does), and counts:
 a DISAGREE between correct implementations is a false alarm; each fault (FAULTS, the
 catalogue's bugs that can be applied through loss_and_grads alone) must turn the verdict to
 DISAGREE; and the same input is run `reruns` times, every result compared bit for bit with
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crosscheck import check, sensitivity
+from crosscheck.run import MEASURE
 from plumbing import frameworks, weights
 from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
 
@@ -45,7 +48,6 @@ class SurveyConfig:
     deep_rows: int = 4096  # the 16-layer case users reported; fewer rows as depth grows (deep_case)
     dtypes: tuple[str, ...] = ("float32", "float64")
     frameworks: tuple[str, ...] = ("torch", "jax", "numpy")
-    measure: str = "torch"  # whose float64 runs measure the bound: the fastest in float64 here
     reruns: int = 20
     gelu: str = "tanh"  # the book's
 
@@ -100,6 +102,12 @@ def case_inputs(case: Case) -> tuple[list, np.ndarray, np.ndarray]:
     if case.rows in ("identical", "padded"):
         x[identical], target[identical] = 1.0, 0.0
     return [(np.asarray(W, np.float64), np.asarray(b, np.float64)) for W, b in params], x, target
+
+
+def typed(inputs: tuple, dtype: str) -> tuple[list, np.ndarray, np.ndarray]:
+    """case_inputs's (params, x, target) in `dtype`."""
+    params, x, target = inputs
+    return [(W.astype(dtype), b.astype(dtype)) for W, b in params], x.astype(dtype), target.astype(dtype)
 
 
 # --- faults that loss_and_grads alone can make (tests/faults.py has the whole catalogue) ------
@@ -163,15 +171,39 @@ def fingerprint(result: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def survey_cell(case: Case, dtype: str, use_shortcut: bool, bound: dict, fns: dict, config: SurveyConfig) -> dict:
-    """One input in one dtype and shortcut setting: the verdict, the faults, the reruns."""
-    params, x, target = case_inputs(case)
-    params = [(W.astype(dtype), b.astype(dtype)) for W, b in params]
-    x, target = x.astype(dtype), target.astype(dtype)
+def survey_cell(
+    case: Case, dtype: str, use_shortcut: bool, bound: dict, fns: dict, config: SurveyConfig, in_float64: bool
+) -> dict:
+    """One input in one dtype and shortcut setting: the verdict, the faults, the reruns. With
+    `in_float64`, each verdict is taken again in float64 where the cell's dtype agrees, as
+    compare.py does where float32 cannot tell the GELU forms apart."""
+    inputs = {d: typed(case_inputs(case), d) for d in {dtype, "float64" if in_float64 else dtype}}
+    params, x, target = inputs[dtype]
     kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu, "dtype": dtype}
     correct = {name: fn(params, x, target, **kw) for name, fn in fns.items()}
-    report = check.compare(correct, dtype, bound)
-    tensor, room = max(report["room"].items(), key=lambda item: item[1])
+    kw64 = kw | {"dtype": "float64"}
+    correct64 = {name: fn(*inputs["float64"], **kw64) for name, fn in fns.items()} if in_float64 else {}
+
+    def verdict(results: dict, fault=None) -> dict:
+        """compare's report in the cell's dtype, or, where that agrees and `in_float64`, in float64
+        (its first mismatch marked so)."""
+        report = check.compare(results, dtype, bound)
+        if not (in_float64 and report["agree"]):
+            return report
+        again = correct64 if fault is None else {**correct64, fault.framework: make_fault(fault, "float64")}
+        report = check.compare(again, "float64", bound)
+        if report["first_mismatch"]:
+            report["first_mismatch"]["tensor"] += " in float64"
+        return report
+
+    def make_fault(fault, d):
+        p, xs, t = inputs[d]
+        results = correct if d == dtype else correct64
+        return fault.make(fns[fault.framework], p, xs, t, kw | {"dtype": d}, results[fault.framework])
+
+    first = check.compare(correct, dtype, bound)  # the room and allowances are the cell's own dtype's
+    report = verdict(correct)
+    tensor, room = max(first["room"].items(), key=lambda item: item[1])
     fixed = check.compare(correct, dtype)  # the per-dtype tolerance, for comparison
 
     caught, missed = [], []
@@ -181,14 +213,12 @@ def survey_cell(case: Case, dtype: str, use_shortcut: bool, bound: dict, fns: di
             continue
         if fault.square and not square:
             continue
-        who = fault.framework
-        faulty = fault.make(fns[who], params, x, target, kw, correct[who])
-        verdict = check.compare({**correct, who: faulty}, dtype, bound)
-        if verdict["agree"]:  # with how close it came: its largest share of an allowance, and where
-            closest, share = max(verdict["room"].items(), key=lambda item: item[1])
+        faulty = verdict({**correct, fault.framework: make_fault(fault, dtype)}, fault)
+        if faulty["agree"]:  # with how close it came: its largest share of an allowance, and where
+            closest, share = max(faulty["room"].items(), key=lambda item: item[1])
             missed.append(f"{name} ({share:.2f} of the allowance at {closest})")
         else:
-            caught.append((name, verdict["first_mismatch"]["tensor"]))
+            caught.append((name, faulty["first_mismatch"]["tensor"]))
 
     prints = {name: {fingerprint(r)} for name, r in correct.items()}
     flips = 0
@@ -199,7 +229,7 @@ def survey_cell(case: Case, dtype: str, use_shortcut: bool, bound: dict, fns: di
             changed |= fingerprint(r) not in prints[name]
             prints[name].add(fingerprint(r))
         if changed:  # only a result that differs can change the verdict
-            flips += check.compare(again, dtype, bound)["agree"] != report["agree"]
+            flips += check.compare(again, dtype, bound)["agree"] != first["agree"]
     return {
         "agree": report["agree"],
         "first_mismatch": report["first_mismatch"],
@@ -207,8 +237,9 @@ def survey_cell(case: Case, dtype: str, use_shortcut: bool, bound: dict, fns: di
         "fixed_worst": max(fixed["max_rel_diff"].values()),
         "room": room,
         "room_tensor": tensor,
-        "allowed_rel_diff": report["allowed_rel_diff"],
-        "max_rel_diff": report["max_rel_diff"],
+        "allowed_rel_diff": first["allowed_rel_diff"],
+        "max_rel_diff": first["max_rel_diff"],
+        "in_float64": in_float64,
         "caught": caught,
         "missed": missed,
         "distinct": {name: len(p) for name, p in prints.items()},
@@ -219,18 +250,18 @@ def survey_cell(case: Case, dtype: str, use_shortcut: bool, bound: dict, fns: di
 def survey(config: SurveyConfig, progress=lambda text: None) -> list[dict]:
     """Every case, dtype and shortcut setting; one dict per cell, with its case and timing."""
     fns = {name: frameworks.load(name) for name in config.frameworks}
-    measure = frameworks.load(config.measure)
     rows = []
     for case in cases(config):
         params, x, target = case_inputs(case)
         for use_shortcut in (False, True):
             start = time.perf_counter()
             kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu}
-            bound = sensitivity.sensitivity(measure, params, x, target, **kw)  # float64, once for both dtypes
+            bound = sensitivity.sensitivity(MEASURE, params, x, target, **kw)  # float64, once for both dtypes
             for dtype in config.dtypes:
-                cell = survey_cell(case, dtype, use_shortcut, bound, fns, config)
-                # What compare.py's verdict would add: whether the other GELU form is visible here at all.
-                resolution = sensitivity.gelu_form_resolution(measure, params, x, target, bound, dtype, **kw)
+                # As compare.py: where float32 cannot tell the GELU forms apart, a float64 rerun decides too.
+                resolution = sensitivity.gelu_form_resolution(MEASURE, params, x, target, bound, dtype, **kw)
+                in_float64 = dtype == "float32" and not resolution["resolved"]
+                cell = survey_cell(case, dtype, use_shortcut, bound, fns, config, in_float64)
                 cell.update(case=case, dtype=dtype, use_shortcut=use_shortcut, gelu_resolution=resolution)
                 cell.update(seconds=time.perf_counter() - start)
                 start = time.perf_counter()
@@ -252,6 +283,7 @@ HEADER = (
 def format_row(cell: dict, config: SurveyConfig) -> str:
     case = cell["case"]
     verdict = "AGREE" if cell["agree"] else f"**DISAGREE** at {cell['first_mismatch']['tensor']}"
+    verdict += " (rerun in float64)" if cell["in_float64"] else ""
     last = f"layers.{len(case.sizes) - 2}.0.weight"  # the last layer's dW: a batch sum, never underflowing
     faults = len(cell["caught"]) + len(cell["missed"])
     where = sorted({tensor for _, tensor in cell["caught"]})
@@ -368,11 +400,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dtypes", default=",".join(d.dtypes), help="default: %(default)s")
     p.add_argument("--frameworks", default=",".join(d.frameworks), help="default: %(default)s")
-    p.add_argument(
-        "--measure",
-        default=d.measure,
-        help="the implementation whose float64 runs measure the bound (default: %(default)s)",
-    )
     p.add_argument("--reruns", type=int, default=d.reruns, help="runs of each input (default: %(default)s)")
     p.add_argument("--gelu", choices=("tanh", "exact"), default=d.gelu, help="default: %(default)s")
     p.add_argument("--threads", action="store_true", help="compare results with default threads and with one thread")
@@ -387,11 +414,9 @@ def config_from(args) -> SurveyConfig:
     if args.reruns < 1 or args.wide_rows < 1 or args.deep_rows < 1:
         raise InputError("--reruns, --wide-rows and --deep-rows must be at least 1")
     names = tuple(n.strip() for n in args.frameworks.split(",") if n.strip())
-    for name in names + (args.measure,):
+    for name in names:
         if name not in frameworks.MODULES:
-            raise InputError(
-                f"--frameworks and --measure take built-in names, {', '.join(frameworks.MODULES)}; got {name!r}"
-            )
+            raise InputError(f"--frameworks takes built-in names, {', '.join(frameworks.MODULES)}; got {name!r}")
         frameworks.check_installed(name)
     return SurveyConfig(
         rows=parse_ints(args.rows, "--rows"),
@@ -401,7 +426,6 @@ def config_from(args) -> SurveyConfig:
         deep_rows=args.deep_rows,
         dtypes=dtypes,
         frameworks=names,
-        measure=args.measure,
         reruns=args.reruns,
         gelu=args.gelu,
     )

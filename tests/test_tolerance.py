@@ -167,23 +167,106 @@ def test_a_vanished_gradient_still_gets_a_rounding_bound():
     assert report["agree"], report["first_mismatch"]
 
 
-def test_a_run_that_cannot_see_the_gelu_form_says_so(tmp_path, capsys):
-    """Weights a hundred times smaller keep every pre-activation near 0, where the two GELU forms
-    differ by less than float32 can resolve: the run agrees, and says that the other form would
-    have agreed too. float64 resolves it, and the book's network needs no such caution."""
+def small_weights(tmp_path):
+    """The book's weights a hundred times smaller, as a weights file: every pre-activation stays near
+    0, where the two GELU forms differ by less than float32 can resolve (float64 can)."""
     from safetensors.numpy import save_file
-
-    import compare
 
     params = [(W * 1e-2, b * 1e-2) for W, b in seeded_params(BOOK, 123)]
     path = tmp_path / "small.safetensors"
     save_file(
         {f"layers.{i}.0.{k}": a for i, (W, b) in enumerate(params) for k, a in (("weight", W), ("bias", b))}, path
     )
-    for dtype, cautioned in (("float32", True), ("float64", False)):
-        assert compare.main(["--weights", str(path), "--frameworks", "torch,numpy", "--dtype", dtype]) == 0
-        verdict = capsys.readouterr().out.strip().splitlines()[-1]
-        assert verdict.startswith("AGREE") and ("the exact GELU form would agree too" in verdict) == cautioned
-        assert ("--dtype float64 resolves it" in verdict) == cautioned
+    return str(path)
+
+
+def plug_in(tmp_path, name: str, body: str) -> str:
+    """A user's implementation wrapping torch's, its loss_and_grads's body given."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(
+        "import impl_torch\n\n\ndef loss_and_grads(params, x, target, *, use_shortcut, gelu_form, dtype):\n"
+        + body
+        + "    return impl_torch.loss_and_grads(params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form,"
+        " dtype=dtype)\n"
+    )
+    return str(path)
+
+
+def test_float32_that_cannot_see_the_gelu_form_reruns_in_float64(tmp_path, capsys):
+    """On small weights float32's allowance is wider than the difference between the GELU forms, so
+    a run agrees whichever form an implementation computes. It measures that, runs every
+    implementation again in float64 under the same bound, and says so; the book's network, where
+    float32 sees the difference, runs no rerun."""
+    import compare
+
+    path = small_weights(tmp_path)
+    assert compare.main(["--weights", path, "--frameworks", "torch,numpy"]) == 0
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    assert verdict.startswith("AGREE") and verdict.count("so every implementation ran again in float64") == 2
+    assert "would agree too" not in verdict
+    assert compare.main(["--weights", path, "--frameworks", "torch,numpy", "--dtype", "float64"]) == 0
+    assert "ran again" not in capsys.readouterr().out  # float64 itself sees the difference
     assert compare.main(["--frameworks", "torch,numpy"]) == 0
-    assert "would agree too" not in capsys.readouterr().out
+    assert "ran again" not in capsys.readouterr().out
+
+
+def test_the_gelu_mixup_that_float32_cannot_see_is_caught_by_the_rerun(tmp_path, capsys):
+    """Must catch: a user's implementation computing the other GELU form, on the small weights where
+    float32 alone agrees with it. The DISAGREE comes from the float64 rerun and says so."""
+    import compare
+
+    mixup = plug_in(tmp_path, "mixup", '    gelu_form = {"tanh": "exact", "exact": "tanh"}[gelu_form]\n')
+    assert compare.main(["--weights", small_weights(tmp_path), "--frameworks", f"numpy,{mixup}"]) == 1
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    assert verdict.startswith("DISAGREE: loss without shortcut") and "in the float64 rerun" in verdict
+    assert verdict.endswith(", float64)")
+
+
+def test_an_implementation_without_float64_keeps_the_caution(tmp_path, capsys):
+    """A user's float32-only implementation: the rerun cannot run, so the run agrees with the
+    caution that a mix-up would pass, and names their file and line."""
+    import compare
+
+    f32 = plug_in(
+        tmp_path, "f32only", '    if dtype != "float32":\n        raise NotImplementedError("float32 only")\n'
+    )
+    assert compare.main(["--weights", small_weights(tmp_path), "--frameworks", f"numpy,{f32}"]) == 0
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    assert verdict.startswith("AGREE") and "the exact GELU form would agree too" in verdict
+    assert "the float64 rerun that would resolve it could not run: " in verdict and "f32only.py:6" in verdict
+
+
+def test_the_gelus_own_error_in_its_tail_is_in_the_bound(monkeypatch):
+    """300 width-1 layers with shortcuts, float64: layer 20's pre-activation is -3.55, where
+    1 + tanh(u) is 2.9e-4 and XLA's tanh, off by ~5.7 u, leaves ~2e4 u in the GELU's slope. The
+    perturbed GELU (sensitivity.activation_noise) puts that in the bound; without it, the same run
+    is a false alarm there, JAX the odd one out."""
+    sizes = (1,) * 301
+    params, x, target = seeded_params(sizes, 123), default_input(1), default_target(1)
+    results = run(("torch", "jax", "numpy"), params, x, target, "float64")
+    report = check.compare(results, "float64", bound(params, x, target))
+    assert report["agree"], report["first_mismatch"]
+    monkeypatch.setattr(sensitivity, "SPECIAL_FUNCTION_ERROR", 0.0)
+    without = check.compare(results, "float64", bound(params, x, target))
+    assert not without["agree"] and without["first_mismatch"]["odd_one_out"] == "jax"
+
+
+def test_the_perturbed_gelu_is_put_back_and_needs_the_numpy_reference():
+    """activation_noise swaps the NumPy reference's gelu and gelu_backward for the measurement only,
+    and refuses an implementation it cannot perturb rather than measure a bound without the term."""
+    import impl_numpy.model
+
+    before = (impl_numpy.model.gelu, impl_numpy.model.gelu_backward)
+    rng = np.random.default_rng(0)
+    with pytest.raises(RuntimeError):
+        with sensitivity.activation_noise(impl_numpy.loss_and_grads, rng, shared=True):
+            assert impl_numpy.model.gelu is not before[0]
+            raise RuntimeError
+    assert (impl_numpy.model.gelu, impl_numpy.model.gelu_backward) == before
+    z = np.array([-20.0, -3.55, 0.0, 20.0])
+    with sensitivity.activation_noise(impl_numpy.loss_and_grads, rng, shared=False):
+        moved = impl_numpy.model.gelu(z, "tanh") - before[0](z, "tanh")
+    assert moved[0] == moved[2] == moved[3] == 0 and moved[1] != 0  # saturated, t = 0, saturated
+    with pytest.raises(ValueError, match="NumPy reference"):
+        with sensitivity.activation_noise(needs("torch"), rng, shared=True):
+            pass
