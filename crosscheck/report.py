@@ -104,21 +104,26 @@ def verdict(report: dict) -> str:
 def gelu_form_notes(runs: list[dict], dtype: str) -> list[str]:
     """What the AGREE line adds where the run could not tell the two GELU forms apart: the float64
     rerun that could, or, where none ran or it could not either, the caution that a mix-up would pass."""
-    notes, blind = [], []
+    reran, blind = [], []
     for r in runs:
         g, rerun = r.get("gelu_form_resolution", {"resolved": True}), r.get("float64_rerun")
         if g["resolved"]:
             continue
         if rerun and "skipped" not in rerun and rerun["gelu_form_resolution"]["resolved"]:
-            setting = "with" if r["use_shortcut"] else "without"
-            notes.append(
-                f"{setting} shortcut float32 could not tell the two GELU forms apart (the {g['other_form']} form"
-                f" moves no element past its allowance: at most {g['share']:.0%} of it, at {g['tensor']}),"
-                f" so every implementation ran again in float64, where they agree too (the closest element used"
-                f" {max(rerun['room'].values()):.0%} of its allowance)"
-            )
+            reran.append((r["use_shortcut"], g, rerun))
         else:
             blind.append((g, rerun))
+    notes = []
+    if reran:
+        settings = " and ".join(dict.fromkeys("with" if s else "without" for s, _, _ in reran))
+        g = max((g for _, g, _ in reran), key=lambda g: g["share"])
+        room = max(max(rerun["room"].values()) for _, _, rerun in reran)
+        notes.append(
+            f"float32 could not tell the two GELU forms apart here, {settings} shortcut (the {g['other_form']}"
+            f" form's largest move is {share(g['share'])} of an allowance, at {g['tensor']}), so every"
+            f" implementation ran again in float64, where they agree too (the closest element used"
+            f" {share(room)} of its allowance)"
+        )
     if blind:
         g, rerun = max(blind, key=lambda pair: pair[0]["share"])
         advice = "; --dtype float64 resolves it" if dtype == "float32" and rerun is None else ""
@@ -127,10 +132,15 @@ def gelu_form_notes(runs: list[dict], dtype: str) -> list[str]:
         elif rerun:
             advice = "; nor in the float64 rerun, where every implementation agrees too"
         notes.append(
-            f"but on this input an implementation computing the {g['other_form']} GELU form would agree too (it moves"
-            f" no element past its allowance: at most {g['share']:.0%} of it, at {g['tensor']}){advice}"
+            f"but on this input an implementation computing the {g['other_form']} GELU form would agree too (its"
+            f" largest move is {share(g['share'])} of an allowance, at {g['tensor']}){advice}"
         )
     return notes
+
+
+def share(fraction: float) -> str:
+    """A share of an allowance as a percentage; one too small to round to 1% says so."""
+    return f"{fraction:.0%}" if fraction >= 0.005 else "under 1%"
 
 
 def oracle_summary(checks: list[dict]) -> str:
