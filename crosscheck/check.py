@@ -14,9 +14,9 @@ carried through the layers), and two implementations may differ by twice it:
 
 docs/tolerances.md derives the bound and shows it at size (python -m crosscheck.survey): no
 false alarm from one row to 16384 identical or random ones, widths to 1024 and depths to 64,
-where the fixed rule below raises 10, and the surveyed faults caught in every cell but one (the
-GELU mix-up in float32 through 64 layers without shortcuts, whose effect there is below what
-float32 resolves; float64 catches it). The bound grows with the batch where rounding does (a
+where the fixed rule below raises 10, and every surveyed fault caught (the GELU mix-up in float32
+through 64 layers without shortcuts by the float64 rerun that crosscheck.run makes where float32
+cannot resolve it). The bound grows with the batch where rounding does (a
 sum of identical rows rounds the same way at every addition) and not where nothing is summed.
 
 The fixed rule, without one (exercises and small checks that measure nothing): the

@@ -61,12 +61,12 @@ def verdict(report: dict) -> str:
             digits = 9 if dtype == "float32" else 17  # enough to tell apart any two values of the dtype
             setting = "with" if r["use_shortcut"] else "without"
             rerun = (
-                " in the float64 rerun: float32 could not tell the two GELU forms apart on this input"
+                " in the float64 rerun (float32 could not tell the two GELU forms apart here)"
                 if m.get("dtype") == "float64" and cfg["dtype"] == "float32"
                 else ""
             )
             return (
-                f"DISAGREE: {where} {setting} shortcut is the first to differ in backprop order{rerun}: "
+                f"DISAGREE{rerun}: {where} {setting} shortcut is the first to differ in backprop order: "
                 f"{m['frameworks'][0]} {m['values'][0]:.{digits}g} vs {m['frameworks'][1]} {m['values'][1]:.{digits}g} "
                 f"(rel diff {m['rel_diff']:.2e} > {m.get('allowed', tol):.2g}, {dtype})"
                 + (f"; {m['odd_one_out']} is the odd one out" if m.get("odd_one_out") else "")
@@ -82,7 +82,7 @@ def verdict(report: dict) -> str:
         if all(r.get("rule") == "bound" for r in runs):
             used = max(max(r["room"].values()) for r in runs)
             margin = (
-                f"the closest element used {used:.0%} of its allowance, twice its measured rounding bound;"
+                f"the closest element used {share(used)} of its allowance, twice its measured rounding bound;"
                 f" worst rel diff {worst:.1e}, {cfg['dtype']}"
             )
         else:
@@ -94,14 +94,14 @@ def verdict(report: dict) -> str:
         parts = [f"ONLY {compared[0]}: nothing to compare it with"]
     if ORACLE in names:
         parts.append(oracle_summary([r[ORACLE] for r in runs]))
-    parts += gelu_form_notes(runs, cfg["dtype"]) if len(compared) > 1 else []
+    parts += gelu_form_notes(runs) if len(compared) > 1 else []
     books = [r["book"]["max_rel_diff"] for r in runs if r["book"]]
     if books:
         parts.append(f"mean |dL/dW| matches the book within {max(books):.1e} (<= {BOOK_RTOL:g})")
     return "; ".join(parts)
 
 
-def gelu_form_notes(runs: list[dict], dtype: str) -> list[str]:
+def gelu_form_notes(runs: list[dict]) -> list[str]:
     """What the AGREE line adds where the run could not tell the two GELU forms apart: the float64
     rerun that could, or, where none ran or it could not either, the caution that a mix-up would pass."""
     reran, blind = [], []
@@ -109,10 +109,10 @@ def gelu_form_notes(runs: list[dict], dtype: str) -> list[str]:
         g, rerun = r.get("gelu_form_resolution", {"resolved": True}), r.get("float64_rerun")
         if g["resolved"]:
             continue
-        if rerun and "skipped" not in rerun and rerun["gelu_form_resolution"]["resolved"]:
+        if rerun and "skipped" not in rerun:
             reran.append((r["use_shortcut"], g, rerun))
         else:
-            blind.append((g, rerun))
+            blind.append((r["use_shortcut"], g, rerun))
     notes = []
     if reran:
         settings = " and ".join(dict.fromkeys("with" if s else "without" for s, _, _ in reran))
@@ -125,15 +125,12 @@ def gelu_form_notes(runs: list[dict], dtype: str) -> list[str]:
             f" {share(room)} of its allowance)"
         )
     if blind:
-        g, rerun = max(blind, key=lambda pair: pair[0]["share"])
-        advice = "; --dtype float64 resolves it" if dtype == "float32" and rerun is None else ""
-        if rerun and "skipped" in rerun:
-            advice = f"; the float64 rerun that would resolve it could not run: {rerun['skipped']}"
-        elif rerun:
-            advice = "; nor in the float64 rerun, where every implementation agrees too"
+        settings = " and ".join(dict.fromkeys("with" if s else "without" for s, _, _ in blind))
+        _, g, rerun = max(blind, key=lambda item: item[1]["share"])
         notes.append(
-            f"but on this input an implementation computing the {g['other_form']} GELU form would agree too (its"
-            f" largest move is {share(g['share'])} of an allowance, at {g['tensor']}){advice}"
+            f"but on this input, {settings} shortcut, an implementation computing the {g['other_form']} GELU form"
+            f" would agree too (its largest move is {share(g['share'])} of an allowance, at {g['tensor']})"
+            + (f"; {rerun['skipped']}" if rerun else "")
         )
     return notes
 

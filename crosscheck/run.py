@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 
 import impl_numpy
-from crosscheck import check, contract, oracle, sensitivity
+from crosscheck import check, contract, oracle, report, sensitivity
 from plumbing import frameworks
 from plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS, ORACLE, SHORTCUT_SETTINGS, InputError
 from plumbing.inputs import Inputs
@@ -54,7 +54,9 @@ def _run(inputs: Inputs) -> dict:
         entry["book"], entry["overflow"] = None, overflow
         entry["agree"] = entry["agree"] and overflow is None
         entry["float64_rerun"] = None
-        if entry["agree"] and config.dtype == "float32" and not entry["gelu_form_resolution"]["resolved"]:
+        compared = [name for name in fns if name != ORACLE]
+        blind = config.dtype == "float32" and not entry["gelu_form_resolution"]["resolved"]
+        if entry["agree"] and blind and len(compared) > 1:
             # float32's allowance here is wider than the difference between the GELU forms, so a
             # mix-up would pass: the same implementations, again in float64, under the same bound.
             entry["float64_rerun"] = float64_rerun(fns, params, x, target, kw, magnitude)
@@ -86,34 +88,51 @@ def _run(inputs: Inputs) -> dict:
 
 
 def validated_results(fns: dict, params, x, target, kw: dict, dtype: str) -> dict:
-    """{name: each implementation's result in `dtype`}, each held to the contract (docs/contract.md)
-    before it is compared. A user's NaN or inf where the first implementation's value is finite is
-    refused there too; a built-in one's is left to the verdict, which reports overflow as such."""
-    results = {}
-    for name, fn in fns.items():
-        result = fn(params, x, target, **kw, dtype=dtype)
-        reference = next(iter(results.values()), None) if name not in frameworks.MODULES else None
-        results[name] = result if name == ORACLE else contract.validate(name, result, params, x, dtype, reference)
-    return results
+    """{name: each implementation's result in `dtype`}, held to the contract (`validate`)."""
+    return validate({name: fn(params, x, target, **kw, dtype=dtype) for name, fn in fns.items()}, params, x, dtype)
+
+
+def validate(results: dict, params, x, dtype: str) -> dict:
+    """Every result held to the contract (docs/contract.md) before it is compared. A user's NaN or
+    inf where the first implementation's value is finite is refused there too; a built-in one's
+    is left to the verdict, which reports overflow as such."""
+    checked = {}
+    for name, result in results.items():
+        reference = next(iter(checked.values()), None) if name not in frameworks.MODULES else None
+        checked[name] = result if name == ORACLE else contract.validate(name, result, params, x, dtype, reference)
+    return checked
 
 
 def float64_rerun(fns: dict, params, x, target, kw: dict, magnitude: dict) -> dict:
     """Every implementation but the finite differences again in float64, compared under the same
-    measured bound (it is in units of u, whichever the dtype): crosscheck.check.compare's report,
-    with "first_mismatch" marked {"dtype": "float64"}, and the GELU forms' resolution there. An
-    implementation that cannot run in float64 (a user's) leaves {"skipped": its one-line error}."""
+    measured bound (it is in units of u, whichever the dtype). Returns {"gelu_form_resolution":
+    the GELU forms' resolution in float64} and either crosscheck.check.compare's report, its
+    "first_mismatch" marked {"dtype": "float64"}, or "skipped": why nothing was compared, for the
+    verdict: float64 cannot resolve the forms either, an implementation (a user's) raised in
+    float64, or a result came out inf or NaN. A result that breaks the contract is bad input."""
+    resolution = sensitivity.gelu_form_resolution(MEASURE, params, x, target, magnitude, "float64", **kw)
+    if not resolution["resolved"]:
+        return {
+            "gelu_form_resolution": resolution,
+            "skipped": f"not even float64 can tell them apart here (the largest move is"
+            f" {report.share(resolution['share'])} of a float64 allowance, at {resolution['tensor']})",
+        }
     compared = {name: fn for name, fn in fns.items() if name != ORACLE}
     try:
-        results = validated_results(compared, params, x, target, kw, "float64")
-    except InputError as err:
-        return {"skipped": str(err)}
-    report = check.compare(results, "float64", magnitude)
-    if report["first_mismatch"]:
-        report["first_mismatch"] |= {"dtype": "float64"}
-    report["gelu_form_resolution"] = sensitivity.gelu_form_resolution(
-        MEASURE, params, x, target, magnitude, "float64", **kw
-    )
-    return report
+        raw = {name: fn(params, x, target, **kw, dtype="float64") for name, fn in compared.items()}
+    except InputError as err:  # raised inside a user's implementation: their file and line
+        return {"gelu_form_resolution": resolution, "skipped": f"the float64 rerun that would resolve it failed: {err}"}
+    results = validate(raw, params, x, "float64")
+    if overflow := first_overflow(results):
+        return {
+            "gelu_form_resolution": resolution,
+            "skipped": f"the float64 rerun that would resolve it came out inf or NaN at {overflow['tensor']}"
+            f" in {', '.join(overflow['frameworks'])}",
+        }
+    compared_report = check.compare(results, "float64", magnitude)
+    if compared_report["first_mismatch"]:
+        compared_report["first_mismatch"] |= {"dtype": "float64"}
+    return compared_report | {"gelu_form_resolution": resolution}
 
 
 def first_overflow(results: dict) -> dict | None:

@@ -1,4 +1,4 @@
-"""Each element's rounding-error bound, measured in float64 through an implementation's entry point.
+"""Each element's rounding-error bound, measured in float64 through the NumPy reference's entry point.
 
 Two implementations of the same network differ only by rounding, and rounding has a size that
 floating-point error analysis predicts from how an element was computed: the precision, the
@@ -8,7 +8,7 @@ roundoff u (2^-24 in float32, 2^-53 in float64); crosscheck.check.compare allows
 implementations to differ by 2 u times it (each may be off by the bound, in opposite
 directions). docs/tolerances.md derives each term and shows, measured, that it holds at size.
 
-Nothing here computes the network: every figure comes from calls to an implementation's
+Nothing here computes the network: every figure comes from calls to the NumPy reference's
 loss_and_grads in float64, on the run's inputs, on perturbed copies of them and on groups of
 the batch's rows. Per element e, in units of u:
 
@@ -377,14 +377,15 @@ def gelu_form_resolution(loss_and_grads, params, x, target, bound: dict, dtype: 
     Returns {"other_form", "share" (the largest share any element moved), "tensor" (where),
     "resolved" (share > 1: a mix-up of the two forms shows)}. Where the allowance has grown past
     the difference between the forms (deep float32 networks whose gradient has vanished, big
-    batches), a run agrees whichever form an implementation computes, and the report says so."""
+    batches), a run agrees whichever form an implementation computes, and the report says so.
+    Only the tensors every implementation returns count: not the optional dy and dz."""
     other = {"tanh": "exact", "exact": "tanh"}[kw["gelu_form"]]
     params = [tuple(np.asarray(a, np.float64) for a in layer) for layer in params]
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
-    runs = {
-        form: loss_and_grads(params, x, target, **{**kw, "gelu_form": form}, dtype="float64")
-        for form in (kw["gelu_form"], other)
-    }
+    runs = {}
+    for form in (kw["gelu_form"], other):
+        result = loss_and_grads(params, x, target, **{**kw, "gelu_form": form}, dtype="float64")
+        runs[form] = {key: value for key, value in result.items() if key not in contract.INTERMEDIATES}
     report = check.compare(runs, dtype, bound)
     tensor, share = max(report["room"].items(), key=lambda item: item[1])
     return {"other_form": other, "share": float(share), "tensor": tensor, "resolved": bool(share > 1)}

@@ -256,7 +256,7 @@ def test_repeated_rows_agree_in_float32_and_the_gelu_mixup_is_caught(net):
 # --- the survey behind the rule: python tests/test_properties.py N SEED [SCALES] --------
 
 
-def survey(n: int, seed: int) -> dict:
+def survey(n: int, seed: int, scales=SCALES) -> dict:
     """False alarms between torch and numpy over n drawn networks, under the fixed rule and under
     the bound (worst: max_rel_diff for the fixed rule, room for the bound); docs/tolerances.md
     quotes it. Not a test: it only counts."""

@@ -167,13 +167,14 @@ def test_a_vanished_gradient_still_gets_a_rounding_bound():
     assert report["agree"], report["first_mismatch"]
 
 
-def small_weights(tmp_path):
-    """The book's weights a hundred times smaller, as a weights file: every pre-activation stays near
-    0, where the two GELU forms differ by less than float32 can resolve (float64 can)."""
+def small_weights(tmp_path, scale=1e-2):
+    """The book's weights times `scale`, as a weights file: at 1e-2 every pre-activation stays near
+    0, where the two GELU forms differ by less than float32 can resolve (float64 can); at 1e-6
+    float64 cannot either."""
     from safetensors.numpy import save_file
 
-    params = [(W * 1e-2, b * 1e-2) for W, b in seeded_params(BOOK, 123)]
-    path = tmp_path / "small.safetensors"
+    params = [(W * scale, b * scale) for W, b in seeded_params(BOOK, 123)]
+    path = tmp_path / f"small-{scale:g}.safetensors"
     save_file(
         {f"layers.{i}.0.{k}": a for i, (W, b) in enumerate(params) for k, a in (("weight", W), ("bias", b))}, path
     )
@@ -209,6 +210,9 @@ def test_float32_that_cannot_see_the_gelu_form_reruns_in_float64(tmp_path, capsy
     assert "ran again" not in capsys.readouterr().out  # float64 itself sees the difference
     assert compare.main(["--frameworks", "torch,numpy"]) == 0
     assert "ran again" not in capsys.readouterr().out
+    assert compare.main(["--weights", small_weights(tmp_path, 1e-6), "--frameworks", "torch,numpy"]) == 0
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "the exact GELU form would agree too" in verdict and "not even float64 can tell them apart" in verdict
 
 
 def test_the_gelu_mixup_that_float32_cannot_see_is_caught_by_the_rerun(tmp_path, capsys):
@@ -219,7 +223,8 @@ def test_the_gelu_mixup_that_float32_cannot_see_is_caught_by_the_rerun(tmp_path,
     mixup = plug_in(tmp_path, "mixup", '    gelu_form = {"tanh": "exact", "exact": "tanh"}[gelu_form]\n')
     assert compare.main(["--weights", small_weights(tmp_path), "--frameworks", f"numpy,{mixup}"]) == 1
     verdict = capsys.readouterr().out.strip().splitlines()[-1]
-    assert verdict.startswith("DISAGREE: loss without shortcut") and "in the float64 rerun" in verdict
+    assert verdict.startswith("DISAGREE in the float64 rerun (float32 could not tell the two GELU forms apart here)")
+    assert ": loss without shortcut is the first to differ" in verdict
     assert verdict.endswith(", float64)")
 
 
@@ -234,7 +239,7 @@ def test_an_implementation_without_float64_keeps_the_caution(tmp_path, capsys):
     assert compare.main(["--weights", small_weights(tmp_path), "--frameworks", f"numpy,{f32}"]) == 0
     verdict = capsys.readouterr().out.strip().splitlines()[-1]
     assert verdict.startswith("AGREE") and "the exact GELU form would agree too" in verdict
-    assert "the float64 rerun that would resolve it could not run: " in verdict and "f32only.py:6" in verdict
+    assert "the float64 rerun that would resolve it failed: " in verdict and "f32only.py:6" in verdict
 
 
 def test_the_gelus_own_error_in_its_tail_is_in_the_bound(monkeypatch):
