@@ -184,10 +184,9 @@ def survey_cell(
     kw64 = kw | {"dtype": "float64"}
     correct64 = {name: fn(*inputs["float64"], **kw64) for name, fn in fns.items()} if in_float64 else {}
 
-    def verdict(results: dict, fault=None) -> dict:
-        """compare's report in the cell's dtype, or, where that agrees and `in_float64`, in float64
-        (its first mismatch marked so)."""
-        report = check.compare(results, dtype, bound)
+    def verdict(report: dict, fault=None) -> dict:
+        """`report`, compare's in the cell's dtype, or where it agrees and `in_float64`, the float64
+        one (its first mismatch marked so)."""
         if not (in_float64 and report["agree"]):
             return report
         again = correct64 if fault is None else {**correct64, fault.framework: make_fault(fault, "float64")}
@@ -202,7 +201,7 @@ def survey_cell(
         return fault.make(fns[fault.framework], p, xs, t, kw | {"dtype": d}, results[fault.framework])
 
     first = check.compare(correct, dtype, bound)  # the room and allowances are the cell's own dtype's
-    report = verdict(correct)
+    report = verdict(first)
     tensor, room = max(first["room"].items(), key=lambda item: item[1])
     fixed = check.compare(correct, dtype)  # the per-dtype tolerance, for comparison
 
@@ -213,7 +212,7 @@ def survey_cell(
             continue
         if fault.square and not square:
             continue
-        faulty = verdict({**correct, fault.framework: make_fault(fault, dtype)}, fault)
+        faulty = verdict(check.compare({**correct, fault.framework: make_fault(fault, dtype)}, dtype, bound), fault)
         if faulty["agree"]:  # with how close it came: its largest share of an allowance, and where
             closest, share = max(faulty["room"].items(), key=lambda item: item[1])
             missed.append(f"{name} ({share:.2f} of the allowance at {closest})")
