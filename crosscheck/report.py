@@ -115,7 +115,7 @@ def gelu_form_notes(runs: list[dict]) -> list[str]:
             blind.append((r["use_shortcut"], g, rerun))
     notes = []
     if reran:
-        settings = " and ".join(dict.fromkeys("with" if s else "without" for s, _, _ in reran))
+        settings = shortcut_settings(s for s, _, _ in reran)
         g = max((g for _, g, _ in reran), key=lambda g: g["share"])
         room = max(max(rerun["room"].values()) for _, _, rerun in reran)
         notes.append(
@@ -125,7 +125,7 @@ def gelu_form_notes(runs: list[dict]) -> list[str]:
             f" {share(room)} of its allowance)"
         )
     if blind:
-        settings = " and ".join(dict.fromkeys("with" if s else "without" for s, _, _ in blind))
+        settings = shortcut_settings(s for s, _, _ in blind)
         _, g, rerun = max(blind, key=lambda item: item[1]["share"])
         notes.append(
             f"but on this input, {settings} shortcut, an implementation computing the {g['other_form']} GELU form"
@@ -133,6 +133,11 @@ def gelu_form_notes(runs: list[dict]) -> list[str]:
             + (f"; {rerun['skipped']}" if rerun else "")
         )
     return notes
+
+
+def shortcut_settings(flags) -> str:
+    """use_shortcut flags in run order as words: "without", "with" or "without and with"."""
+    return " and ".join(dict.fromkeys("with" if flag else "without" for flag in flags))
 
 
 def share(fraction: float) -> str:
