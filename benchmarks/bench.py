@@ -47,9 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python benchmarks/bench.py` works as well as `python -m benchmarks.bench`
 
-from plumbing.config import InputError  # noqa: E402
+from shortcut_gradients.plumbing.config import InputError  # noqa: E402
 
-IMPLS = ("torch", "jax", "numpy-fast", "numpy")  # the table's order; names as plumbing.frameworks has them
+IMPLS = ("torch", "jax", "numpy-fast", "numpy")  # the table's order; names as shortcut_gradients.plumbing.frameworks has them
 
 DEFAULT_BATCH = 256
 DEFAULT_WIDTHS = (256, 1024)

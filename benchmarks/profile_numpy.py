@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import steps  # noqa: E402
-from plumbing.config import InputError  # noqa: E402
+from shortcut_gradients.plumbing.config import InputError  # noqa: E402
 
 WARMUP_STEPS = 2
 SHOWN_LINES = 14

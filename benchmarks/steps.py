@@ -76,9 +76,9 @@ def make_floor(batch: int, width: int, depth: int, seed: int) -> Step:
 
 
 def make_entry_point(name: str, batch: int, width: int, depth: int, seed: int) -> Step:
-    """A NumPy implementation's loss_and_grads, as registered in plumbing.frameworks ("numpy",
+    """A NumPy implementation's loss_and_grads, as registered in shortcut_gradients.plumbing.frameworks ("numpy",
     "numpy-fast"): the whole step is the entry point, and float32 arrays in make its casts free."""
-    from plumbing.frameworks import load
+    from shortcut_gradients.plumbing.frameworks import load
 
     loss_and_grads = load(name)
     params, x, target = network(batch, width, depth, seed)

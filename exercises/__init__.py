@@ -1,1 +1,1 @@
-"""Learning backprop by hand: a skeleton to fill in (backprop.py) and a grader for it (grade.py)."""
+"""The exercises: backprop.py is the skeleton students copy (installed as shortcut_gradients.exercises)."""

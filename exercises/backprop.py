@@ -3,7 +3,7 @@
 Copy this file, fill in each `raise NotImplementedError(...)` and grade your copy:
 
     cp exercises/backprop.py mine.py
-    python -m exercises.grade mine.py
+    python -m shortcut_gradients.grader.grade mine.py
 
 The grader checks the blanks in the order they are learned, each on its own against torch's
 autograd in float64 (exercises/README.md walks through it):

@@ -43,7 +43,7 @@ Every element also gets an error bound, returned as "error", from two parts:
               before and from the best of the three larger steps (Ridders' estimate);
   rounding:   ROUNDING_ULPS * eps * S / h_smallest, S = mean((|out| + |target|)^2).
 An analytic gradient a agrees with the estimate d when |a - d| <= tol |d| + error, tol being
-the run's relative tolerance (crosscheck.check.TOLERANCE). An element with |d| <= error cannot
+the run's relative tolerance (shortcut_gradients.verdict.check.TOLERANCE). An element with |d| <= error cannot
 be told from 0 by differences; `check` counts those separately and reports how much of
 their bound they use, rather than hiding them behind a blanket absolute tolerance.
 

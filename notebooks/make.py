@@ -91,7 +91,7 @@ def read(name: str):
 def write(name: str, nb) -> None:
     import nbformat
 
-    from plumbing.files import write_atomically
+    from shortcut_gradients.plumbing.files import write_atomically
 
     nbformat.validate(nb)
     write_atomically(FOLDER / name, lambda tmp: nbformat.write(nb, tmp))

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from plumbing import frameworks  # noqa: E402
+from shortcut_gradients.plumbing import frameworks  # noqa: E402
 
 
 def needs(name: str):

@@ -1,6 +1,6 @@
 """All three implementations agree on every element, on networks beyond the book's.
 
-The agreement tests use compare.py's rule, the error model's bound (crosscheck.sensitivity);
+The agreement tests use compare.py's rule, the error model's bound (shortcut_gradients.verdict.sensitivity);
 the tests named "fixed" check the fixed per-dtype tolerance that compare applies when it is
 given no measurement (the exercises use it), on the small networks it was sized for.
 """
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import needs
 
-from crosscheck.check import TOLERANCE, compare
-from crosscheck.sensitivity import sensitivity
-from plumbing.config import BOOK_LAYER_SIZES
-from plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES
+from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.verdict.check import TOLERANCE, compare
+from shortcut_gradients.verdict.sensitivity import sensitivity
 
 FRAMEWORKS = ("torch", "jax", "numpy")
 

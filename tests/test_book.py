@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import needs
 
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_RTOL, BOOK_SEED, BOOK_WEIGHT_GRAD_MEANS
-from plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_RTOL, BOOK_SEED, BOOK_WEIGHT_GRAD_MEANS
+from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
 
 CASES = [
     pytest.param(framework, form, shortcut, id=f"{framework}-{form}-{'shortcut' if shortcut else 'plain'}")

@@ -12,8 +12,8 @@ import pytest
 from conftest import ROOT, needs
 from safetensors.numpy import save_file
 
-import compare
-from plumbing import weights
+from shortcut_gradients import compare
+from shortcut_gradients.plumbing import weights
 
 BYO = ROOT / "tests" / "byo"
 

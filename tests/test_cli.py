@@ -9,9 +9,9 @@ import pytest
 from conftest import ROOT, needs
 from safetensors.numpy import save_file
 
-import compare
-from plumbing import frameworks, weights
-from plumbing.config import BOOK_WEIGHT_GRAD_MEANS
+from shortcut_gradients import compare
+from shortcut_gradients.plumbing import frameworks, weights
+from shortcut_gradients.plumbing.config import BOOK_WEIGHT_GRAD_MEANS
 
 
 def run(argv, capsys):

@@ -1,4 +1,4 @@
-"""crosscheck/contract.py (what loss_and_grads returns), plumbing/user_code.py (loading someone's file) and tests/byo/."""
+"""shortcut_gradients/verdict/contract.py (what loss_and_grads returns), shortcut_gradients/plumbing/user_code.py (loading someone's file) and tests/byo/."""
 
 import sys
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, needs
 
-from crosscheck import check, contract
-from plumbing import user_code
-from plumbing.config import InputError
-from plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.plumbing import user_code
+from shortcut_gradients.plumbing.config import InputError
+from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.verdict import check, contract
 
 BYO = ROOT / "tests" / "byo"
 BOOK = (3, 3, 3, 3, 3, 1)
@@ -170,7 +170,7 @@ def test_label_names_tensors_as_the_result_does():
     ]
 
 
-# --- plumbing/user_code.py ----------------------------------------------------------------------
+# --- shortcut_gradients/plumbing/user_code.py ----------------------------------------------------------------------
 
 
 def write(tmp_path, name, text):
@@ -309,5 +309,5 @@ def test_byo_einsum_returns_the_same_steps_as_the_reference():
     )
     ref = reference(params, x, target)
     for (name, _, a), (_, _, b) in zip(contract.intermediates(ours), contract.intermediates(ref)):
-        # float64: the two agree to rounding (crosscheck.check's 1e-12), a slip would be 1e-3 off or worse.
+        # float64: the two agree to rounding (shortcut_gradients.verdict.check's 1e-12), a slip would be 1e-3 off or worse.
         assert check.relative_error(a, b, 1e-12, float(np.finfo(np.float64).eps)).max() <= 1e-12, name

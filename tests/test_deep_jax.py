@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import needs
 
-from crosscheck.check import compare
-from plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.verdict.check import compare
 
 # (layer sizes, input shape or None for compare.py's default input, dtype): a width-1 chain of
 # 300 layers, the shape that made the unrolled loop's compilation quadratic; a non-square network

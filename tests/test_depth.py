@@ -1,4 +1,4 @@
-"""The depth study (teaching/depth.py): its batched gradients against per-seed runs, and its statistics recomputed."""
+"""The depth study (shortcut_gradients/teaching/depth.py): its batched gradients against per-seed runs, and its statistics recomputed."""
 
 import math
 import statistics
@@ -8,9 +8,9 @@ import pytest
 import torch  # a core dependency: the study runs impl_torch's module
 from conftest import needs
 
-from crosscheck.check import mean_abs
-from plumbing import weights
-from teaching import depth
+from shortcut_gradients.plumbing import weights
+from shortcut_gradients.teaching import depth
+from shortcut_gradients.verdict.check import mean_abs
 
 VARIANT_CASES = list(depth.VARIANTS)
 # float64: vmap runs the seeds' matmuls as one batched matmul and loss_and_grads one at a time;

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plumbing import weights
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
-from teaching import explain
+from shortcut_gradients.plumbing import weights
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
+from shortcut_gradients.teaching import explain
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "backprop.md").read_text(encoding="utf-8")
 PARAMS = weights.seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)

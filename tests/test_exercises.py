@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, needs
 
-from exercises import diagnose, grade, slips, steps
+from shortcut_gradients.grader import diagnose, grade, slips, steps
 
 SKELETON = ROOT / "exercises" / "backprop.py"
 REFERENCE = ROOT / "impl_numpy" / "model.py"
@@ -163,7 +163,7 @@ def test_a_submission_that_raises_is_one_line_with_its_file_and_line(tmp_path, c
 def test_a_file_that_cannot_be_graded_is_one_line(tmp_path, capsys, text, words):
     code, out, err = run([write(tmp_path, "broken.py", text)], capsys)
     assert (code, out) == (2, "")
-    assert err.count("\n") == 1 and words in err and err.startswith("exercises.grade: error: ")
+    assert err.count("\n") == 1 and words in err and err.startswith("shortcut_gradients.grader.grade: error: ")
 
 
 def test_bad_arguments_are_one_line(tmp_path, capsys):
@@ -302,7 +302,7 @@ def test_network_diagnoses_layer_order_and_a_missing_identity_path():
 
 
 def test_the_slips_table_in_docs_grader_md_is_a_fresh_run():
-    """docs/grader.md shows what the grader says today; regenerate with python -m exercises.slips --write docs/grader.md."""
+    """docs/grader.md shows what the grader says today; regenerate with python -m shortcut_gradients.grader.slips --write docs/grader.md."""
     page = (ROOT / "docs" / "grader.md").read_text()
     table = slips.format_table(slips.catalogue())
     assert "NOT CAUGHT" not in table and "(expected" not in table

@@ -1,4 +1,4 @@
-"""The gradient-path breakdown (teaching/explain.py): its figures against NumPy's backward and torch's autograd."""
+"""The gradient-path breakdown (shortcut_gradients/teaching/explain.py): its figures against NumPy's backward and torch's autograd."""
 
 import math
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import needs
 
-import compare
-from plumbing import weights
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, BOOK_WEIGHT_GRAD_MEANS
-from teaching import explain
+from shortcut_gradients import compare
+from shortcut_gradients.plumbing import weights
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, BOOK_WEIGHT_GRAD_MEANS
+from shortcut_gradients.teaching import explain
 
 # float64 throughout the cross-checks: the breakdown repeats NumPy's backward step for
 # step, and torch computes the same sums in a different order, so they agree to about

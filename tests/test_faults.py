@@ -1,4 +1,4 @@
-"""Every fault in tests/faults.py is caught by compare.py, which names where it first shows.
+"""Every fault in studies/faults.py is caught by compare.py, which names where it first shows.
 
 A comparison that agrees proves something only if it disagrees when an implementation is
 wrong. Each test patches one bug into one implementation, runs compare.py --json exactly
@@ -14,7 +14,11 @@ import re
 
 import pytest
 from conftest import needs
-from faults import (
+
+from shortcut_gradients import compare
+from shortcut_gradients.plumbing import weights
+from shortcut_gradients.verdict import check, sensitivity
+from studies.faults import (
     FAULTS,
     batched_network,
     book_network,
@@ -23,10 +27,6 @@ from faults import (
     norm_kw,
     run_frameworks,
 )
-
-import compare
-from crosscheck import check, sensitivity
-from plumbing import weights
 
 CASES = [
     pytest.param(
@@ -96,7 +96,7 @@ def test_bias_faults_are_invisible_on_one_row(fault):
 @pytest.mark.parametrize("fault", [pytest.param(f, id=f.name) for f in FAULTS if "float32" in f.dtypes])
 def test_float32_faults_are_caught_with_the_measured_floor(fault):
     """The property tests floor each float32 element at its measured magnitude
-    (crosscheck.sensitivity.sensitivity); that leniency must not hide any fault."""
+    (shortcut_gradients.verdict.sensitivity.sensitivity); that leniency must not hide any fault."""
     network = network_of(fault)
     params, x, target = network()
     for use_shortcut in (False, True):
@@ -118,7 +118,7 @@ def test_float32_faults_are_caught_with_the_measured_floor(fault):
 
 @pytest.mark.parametrize("fault", [f for f in FAULTS if f.norm != "none"], ids=lambda f: f.name)
 def test_layernorm_faults_are_located_on_the_pre_ln_book_network(fault):
-    """Without compare.py's measured bound: float64 on the book's one row, where crosscheck.check's fixed rule
+    """Without compare.py's measured bound: float64 on the book's one row, where shortcut_gradients.verdict.check's fixed rule
     is sized to hold (the cases above run the same fault through compare.py itself)."""
     for use_shortcut in (False, True):
         results = run_frameworks(("torch", "jax", "numpy"), fault, network_of(fault), "float64", use_shortcut)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-import compare
+from shortcut_gradients import compare
 
 MAX_SECONDS = 60  # a hang detector for one run, far above the slowest legitimate draw (a few seconds)
 MAX_RSS_GIB = 6  # the test process's peak: a draw that allocates its way past this was not refused in time

@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 from conftest import needs
 
-from plumbing.config import BOOK_LAYER_SIZES
-from plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES
+from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
 
 
 def book_call(dtype: str):

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from conftest import needs
 
-import compare
 import impl_numerical as numerical
-from crosscheck import check, contract, sensitivity
-from plumbing import weights
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
-from teaching import explain
+from shortcut_gradients import compare
+from shortcut_gradients.plumbing import weights
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
+from shortcut_gradients.teaching import explain
+from shortcut_gradients.verdict import check, contract, sensitivity
 
-# float64's promise (crosscheck.check.TOLERANCE): the NumPy rule and autograd compute the same
+# float64's promise (shortcut_gradients.verdict.check.TOLERANCE): the NumPy rule and autograd compute the same
 # sums in another order and agree to ~1e-15 here; a dropped term of the LayerNorm's backward
 # moves dx by 1e-1 or more (test_the_dropped_terms_are_not_rounding).
 TOL64 = check.TOLERANCE["float64"]
@@ -83,7 +83,7 @@ def rows_with_offsets(shape, seed=0):
 
 
 def within(a, b, tol=TOL64) -> float:
-    """The worst relative difference (crosscheck.check's, with its noise floor), asserted to be within tol."""
+    """The worst relative difference (shortcut_gradients.verdict.check's, with its noise floor), asserted to be within tol."""
     worst = float(check.relative_error(a, b, tol, EPS64).max())
     assert worst <= tol, worst
     return worst
@@ -171,7 +171,7 @@ def test_each_framework_matches_the_finite_differences(framework, network, use_s
 
 @pytest.mark.parametrize("use_shortcut", [False, True], ids=["plain", "shortcut"])
 def test_the_three_agree_on_the_pre_ln_book_network_in_float64(use_shortcut):
-    """The fixed rule (crosscheck.check, without a measurement) is sized for the book's one row: there it holds."""
+    """The fixed rule (shortcut_gradients.verdict.check, without a measurement) is sized for the book's one row: there it holds."""
     results = {fw: run(fw, "book", use_shortcut) for fw in FRAMEWORKS}
     report = check.compare(results, "float64")
     assert report["agree"], report["first_mismatch"]

@@ -7,8 +7,8 @@ import pytest
 from conftest import needs
 from safetensors.numpy import save_file
 
-import compare
-from plumbing import resources, weights
+from shortcut_gradients import compare
+from shortcut_gradients.plumbing import resources, weights
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,8 @@ import time
 import pytest
 from conftest import ROOT, needs
 
-from crosscheck import report as reporting
 from notebooks import make
+from shortcut_gradients.verdict import report as reporting
 
 SHORTCUT, EXERCISES = make.NOTEBOOKS
 REFERENCE = ROOT / "impl_numpy" / "model.py"
@@ -36,7 +36,7 @@ def runs():
     for name in ("torch", "jax", "numpy"):
         needs(name)
     shortcut = make.read(SHORTCUT)
-    shortcut.cells.append(nbformat.v4.new_code_cell("import compare\n\ncompare.main(['--json'])", id="compare-json"))
+    shortcut.cells.append(nbformat.v4.new_code_cell("from shortcut_gradients import compare\n\ncompare.main(['--json'])", id="compare-json"))
     exercises = make.read(EXERCISES)
     exercises.cells += filled_exercises(exercises)
     start = time.perf_counter()
@@ -125,7 +125,7 @@ def test_the_committed_table_is_compare_jsons(runs):
 
 
 def test_the_means_agree_with_each_other_and_the_book_in_the_three_ways_cell(runs):
-    from plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS
+    from shortcut_gradients.plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS
 
     lines = text(cells(runs[0]["shortcut"])["three-ways"]).removeprefix("[stdout] ").splitlines()
     for k, use_shortcut in enumerate((False, True)):
@@ -133,7 +133,7 @@ def test_the_means_agree_with_each_other_and_the_book_in_the_three_ways_cell(run
         assert list(block) == ["torch", "jax", "numpy", "book"]
         # printed to 8 significant digits (%.7e): within half a unit of the last one
         assert block["book"] == pytest.approx(BOOK_WEIGHT_GRAD_MEANS[("tanh", use_shortcut)], rel=5e-8)
-        for name in ("torch", "jax", "numpy"):  # the book's own tolerance (plumbing.config says why)
+        for name in ("torch", "jax", "numpy"):  # the book's own tolerance (shortcut_gradients.plumbing.config says why)
             assert block[name] == pytest.approx(block["book"], rel=BOOK_RTOL), (use_shortcut, name)
 
 
@@ -225,7 +225,7 @@ def test_a_wrong_rule_gets_its_diagnosis_and_a_raising_one_its_cell_and_line(run
 
 
 def test_a_check_before_its_cell_has_run_says_which_cell_to_run(capsys):
-    from notebooks import support
+    from shortcut_gradients.teaching import notebook as support
 
     assert support.check("linear", {}) == "todo"
     assert (

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from conftest import needs
 
-import compare
 import impl_numerical as numerical
 import impl_numpy
 import impl_torch
-from crosscheck import oracle
-from plumbing import weights
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
+from shortcut_gradients import compare
+from shortcut_gradients.plumbing import weights
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
+from shortcut_gradients.verdict import oracle
 
 SETTINGS = [
     pytest.param(form, shortcut, id=f"{form}-{'shortcut' if shortcut else 'plain'}")
@@ -47,7 +47,7 @@ def test_the_oracle_shares_no_code_with_the_implementations():
 def test_book_network_agreement(form, use_shortcut):
     """The README's figure: against float64 autograd, the differences agree to 5.9e-12 relative
     (measured) on every element they can resolve. 1e-10 passes that with room and is a
-    hundred times below the smallest fault in tests/faults.py (a float32 constant in a
+    hundred times below the smallest fault in studies/faults.py (a float32 constant in a
     float64 run: 1e-8)."""
     params, x, target = book()
     analytic = needs("torch")(params, x, target, use_shortcut=use_shortcut, gelu_form=form, dtype="float64")
@@ -92,7 +92,7 @@ def test_oracle_catches_a_bug_all_implementations_share(monkeypatch):
         "torch": impl_torch.loss_and_grads(params, x, target, **kw),
         "numpy": impl_numpy.loss_and_grads(params, x, target, **kw),
     }
-    from crosscheck import check
+    from shortcut_gradients.verdict import check
 
     assert check.compare(results, "float64")["agree"]
     report = oracle.check(

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import needs
 
-from plumbing import weights
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
+from shortcut_gradients.plumbing import weights
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
 
 # Every element may differ by ULPS ulps of its tensor's largest element. The two files round
 # differently only in the tanh GELU (the reference writes the book's k (x + c x**3), fast.py

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import needs
 
-import compare
-from teaching import outputs, plots
+from shortcut_gradients import compare
+from shortcut_gradients.teaching import outputs, plots
 
 pytest.importorskip("matplotlib", reason='the plots need matplotlib: pip install -e ".[plot]"')
 
@@ -139,7 +139,7 @@ BAD = {
     "empty-widths": (["--sweep-widths", "", "--sweep-plot", "{tmp}/x.png"], "--sweep-widths takes distinct"),
     "twice-a-width": (["--sweep-widths", "3,3"], "--sweep-widths takes distinct"),
     "too-big": (["--sweep-widths", "1024", "--sweep-depth", "2:256"], "would hold 8,589,934,592 weights"),
-    "with-weights": (["--sweep-depth", "2:3", "--weights", "fixtures/book_seed123.safetensors"], "leave out --weights"),
+    "with-weights": (["--sweep-depth", "2:3", "--weights", "shortcut_gradients/fixtures/book_seed123.safetensors"], "leave out --weights"),
 }
 
 

@@ -7,8 +7,8 @@ drawn like nn.Linear's, times a scale; input and target uniform). Runs are deran
 and bounded (fixed max_examples, no deadline), so they are the same on every machine and
 a failure prints the example (sizes, shapes, seed) that reproduces it.
 
-The rule is compare.py's: crosscheck.check.compare under the error model's bound
-(crosscheck.sensitivity.sensitivity, measured with NumPy in float64), which allows each element
+The rule is compare.py's: shortcut_gradients.verdict.check.compare under the error model's bound
+(shortcut_gradients.verdict.sensitivity.sensitivity, measured with NumPy in float64), which allows each element
 the rounding that how it was computed can produce: the sums behind it, their length and their
 terms, carried through the layers (docs/tolerances.md). The fixed per-dtype tolerance, which
 knows nothing of either, raises false alarms on these networks; `python tests/test_properties.py
@@ -30,11 +30,11 @@ from conftest import needs  # noqa: E402
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import compare
 import impl_numerical as numerical
-from crosscheck import check, oracle, sensitivity
-from plumbing import weights
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
+from shortcut_gradients import compare
+from shortcut_gradients.plumbing import weights
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED
+from shortcut_gradients.verdict import check, oracle, sensitivity
 
 FAST = ("torch", "numpy")  # JAX compiles once per new shape (~1 s): it gets its own, smaller run
 DTYPES = ("float32", "float64")

@@ -6,12 +6,12 @@ import itertools
 
 import pytest
 
-import compare
-from teaching import side_by_side
+from shortcut_gradients import compare
+from shortcut_gradients.teaching import side_by_side
 
 pytest.importorskip("pygments", reason='the page needs pygments: pip install -e ".[html]"')
 
-SOURCES = {fw: (side_by_side.ROOT / path).read_text(encoding="utf-8") for fw, (path, _) in side_by_side.SOURCES.items()}
+SOURCES = {fw: side_by_side.source_file(m).read_text(encoding="utf-8") for fw, (m, _) in side_by_side.SOURCES.items()}
 
 
 class Cells(html.parser.HTMLParser):

@@ -4,9 +4,9 @@ import ast
 
 import pytest
 
-from teaching import side_by_side
+from shortcut_gradients.teaching import side_by_side
 
-FILES = {fw: side_by_side.ROOT / path for fw, (path, _) in side_by_side.SOURCES.items()}
+FILES = {fw: side_by_side.source_file(m) for fw, (m, _) in side_by_side.SOURCES.items()}
 SOURCES = {fw: path.read_text(encoding="utf-8") for fw, path in FILES.items()}
 SKELETON = ["gelu", "ExampleDeepNeuralNetwork", "mse_loss", "loss_and_grads"]  # in this order, in all three
 MAX_LINES = 155  # "under about 150 lines": small enough to read top to bottom

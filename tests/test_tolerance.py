@@ -1,4 +1,4 @@
-"""The error model's rule (crosscheck.sensitivity, crosscheck.check.compare with a bound), checked both ways.
+"""The error model's rule (shortcut_gradients.verdict.sensitivity, shortcut_gradients.verdict.check.compare with a bound), checked both ways.
 
 Each test that says the implementations agree has a partner that says a fault disagrees on the
 same input. The big cases are the book's weights on identical rows (all-ones input, zero target),
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import needs
 
-from crosscheck import check, sensitivity
-from plumbing.config import BOOK_LAYER_SIZES
-from plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES
+from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.verdict import check, sensitivity
 
 BOOK = (3, 3, 3, 3, 3, 1)
 
@@ -198,7 +198,7 @@ def test_float32_that_cannot_see_the_gelu_form_reruns_in_float64(tmp_path, capsy
     a run agrees whichever form an implementation computes. It measures that, runs every
     implementation again in float64 under the same bound, and says so; the book's network, where
     float32 sees the difference, runs no rerun."""
-    import compare
+    from shortcut_gradients import compare
 
     path = small_weights(tmp_path)
     assert compare.main(["--weights", path, "--frameworks", "torch,numpy"]) == 0
@@ -218,7 +218,7 @@ def test_float32_that_cannot_see_the_gelu_form_reruns_in_float64(tmp_path, capsy
 def test_the_gelu_mixup_that_float32_cannot_see_is_caught_by_the_rerun(tmp_path, capsys):
     """Must catch: a user's implementation computing the other GELU form, on the small weights where
     float32 alone agrees with it. The DISAGREE comes from the float64 rerun and says so."""
-    import compare
+    from shortcut_gradients import compare
 
     mixup = plug_in(tmp_path, "mixup", '    gelu_form = {"tanh": "exact", "exact": "tanh"}[gelu_form]\n')
     assert compare.main(["--weights", small_weights(tmp_path), "--frameworks", f"numpy,{mixup}"]) == 1
@@ -231,7 +231,7 @@ def test_the_gelu_mixup_that_float32_cannot_see_is_caught_by_the_rerun(tmp_path,
 def test_an_implementation_without_float64_keeps_the_caution(tmp_path, capsys):
     """A user's float32-only implementation: the rerun cannot run, so the run agrees with the
     caution that a mix-up would pass, and names their file and line."""
-    import compare
+    from shortcut_gradients import compare
 
     f32 = plug_in(
         tmp_path, "f32only", '    if dtype != "float32":\n        raise NotImplementedError("float32 only")\n'

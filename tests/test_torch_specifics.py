@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, needs
 
-from plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
 
 
 def book_call(**overrides):
@@ -79,7 +79,7 @@ def test_importing_and_calling_leave_the_process_wide_flags_alone():
 import torch
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 import impl_torch
-from plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
 flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
 assert flags() == (True, True), f"import changed the flags: {flags()}"
 impl_torch.loss_and_grads(seeded_params((3, 3, 1), 0), default_input(3), default_target(1),

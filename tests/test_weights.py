@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import needs
 
-from plumbing import weights
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
+from shortcut_gradients.plumbing import weights
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
 
 
 def test_fixture_matches_torch_seeded_init():

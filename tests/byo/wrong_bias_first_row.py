@@ -1,7 +1,7 @@
 """Wrong on purpose: einsum_backprop with each bias gradient taken from the first row of dz, not summed over rows.
 
 Right on the book's one-row input, wrong on any batch of two rows or more: the slip that
-hides on one row. Its shapes are right, so it passes crosscheck/contract.py and only the
+hides on one row. Its shapes are right, so it passes shortcut_gradients/verdict/contract.py and only the
 values disagree, first at the last layer's bias gradient.
 """
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plumbing.config import InputError
-from plumbing.files import write_atomically
+from shortcut_gradients.plumbing.config import InputError
+from shortcut_gradients.plumbing.files import write_atomically
 
 FIGSIZE_IN = (9.0, 5.5)  # inches; at DPI this is PIXELS
 DPI = 100
@@ -116,7 +116,7 @@ def fit_label(name: str, fit: dict, draws: int) -> str:
 
 
 def depth_study_figure(study: dict):
-    """teaching.depth.study as a picture: one column per width.
+    """shortcut_gradients.teaching.depth.study as a picture: one column per width.
 
     Top: layer 0's mean |dL/dW| against depth on a log axis, the median over seeds as a line
     (label: fit_label) and the 25th to 75th percentile as a band of the same colour. A

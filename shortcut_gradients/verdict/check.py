@@ -6,16 +6,16 @@ tolerance would let real bugs through. Every element of every tensor is compared
 every pair of implementations, against what rounding alone can make of it.
 
 The rule, with a measurement (compare.py always passes one): each element's rounding-error
-bound, measured by crosscheck.sensitivity.sensitivity in units of the unit roundoff u from
+bound, measured by shortcut_gradients.verdict.sensitivity.sensitivity in units of the unit roundoff u from
 how the element was computed (the length of the sums behind it, the size of their terms,
 carried through the layers), and two implementations may differ by twice it:
 
     |a - b| <= 2 u bound(e)  (+ an underflow floor of a few `tiny`)
 
-docs/tolerances.md derives the bound and shows it at size (python -m crosscheck.survey): no
+docs/tolerances.md derives the bound and shows it at size (python -m studies.survey): no
 false alarm from one row to 16384 identical or random ones, widths to 1024 and depths to 64,
 where the fixed rule below raises 10, and every surveyed fault caught (the GELU mix-up in float32
-through 64 layers without shortcuts by the float64 rerun that crosscheck.run makes where float32
+through 64 layers without shortcuts by the float64 rerun that shortcut_gradients.verdict.run makes where float32
 cannot resolve it). The bound grows with the batch where rounding does (a
 sum of identical rows rounds the same way at every addition) and not where nothing is summed.
 
@@ -35,7 +35,7 @@ reports its floored relative error as "max_rel_diff" under either rule, as a des
 
 import numpy as np
 
-from crosscheck import contract
+from shortcut_gradients.verdict import contract
 
 # The fixed rule's per-dtype tolerance on the relative error; see README "Tolerances".
 # float32: the three frameworks differ by float noise, at most 7.7e-7 on the book network
@@ -76,7 +76,7 @@ def relative_error(a, b, tol: float, eps: float) -> np.ndarray:
 def tensors(result: dict) -> list[tuple[str, int | None, np.ndarray]]:
     """(name, layer, array) in the order backprop produces them: loss and output first,
     then the last layer's weight and bias gradients (and a pre-LN norm's scale and shift) back
-    to the first, then the input's; crosscheck.contract.tensors without dy and dz."""
+    to the first, then the input's; shortcut_gradients.verdict.contract.tensors without dy and dz."""
     return contract.tensors(result, intermediates=False)
 
 
@@ -84,7 +84,7 @@ def compare(results: dict[str, dict], dtype: str, magnitude: dict | None = None)
     """Compare every pair of implementations on every element of every tensor.
 
     results: {framework name: loss_and_grads(...) result}. magnitude: each element's
-    rounding-error bound in units of u, `crosscheck.sensitivity.sensitivity(...)`; with it,
+    rounding-error bound in units of u, `shortcut_gradients.verdict.sensitivity.sensitivity(...)`; with it,
     two implementations may differ by allowed(e) = 2 u magnitude(e) (each may be off by the
     bound, in opposite directions) plus the underflow floor, UNDERFLOW_STEPS tiny per term
     summed. Without it, the fixed rule: relative_error <= TOLERANCE[dtype].

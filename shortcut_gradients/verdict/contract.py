@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from plumbing.config import InputError
+from shortcut_gradients.plumbing.config import InputError
 
 REQUIRED = ("loss", "output", "dW", "db", "dx")
 INTERMEDIATES = ("dy", "dz")  # dL/d each layer's output y, and its pre-activation z
@@ -177,7 +177,7 @@ def tensors(result: dict, intermediates: bool = True) -> list[tuple[str, int | N
     (dL/d its z), layers.{i}.0.weight, layers.{i}.0.bias, and in a pre-LN result (one with
     dscale and dshift) norms.{i}.scale, norms.{i}.shift, since the norm comes before the Linear
     in the forward; then input. Without dy and dz (or with intermediates=False) and without a
-    norm this is exactly crosscheck.check.tensors.
+    norm this is exactly shortcut_gradients.verdict.check.tensors.
     """
     with_steps = intermediates and all(key in result for key in INTERMEDIATES)
     with_norm = all(key in result for key in NORM)

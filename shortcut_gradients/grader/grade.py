@@ -1,19 +1,20 @@
 """Grade hand-written backward rules, step by step, against torch's autograd in float64.
 
-    python -m exercises.grade                 # the skeleton, exercises/backprop.py: every step todo
-    python -m exercises.grade mine.py         # your copy: ok, todo or wrong (with the likely slip) per step
-    python -m exercises.grade mine.py --all   # grade every step, not only up to the first wrong one
-    python -m exercises.grade class/          # a folder (or several files): one summary row per file
-    python -m exercises.grade mine.py --json
+    python -m shortcut_gradients.grader.grade                 # the skeleton, exercises/backprop.py: every step todo
+    python -m shortcut_gradients.grader.grade mine.py         # your copy: ok, todo or wrong (with the likely slip) per step
+    python -m shortcut_gradients.grader.grade mine.py --all   # grade every step, not only up to the first wrong one
+    python -m shortcut_gradients.grader.grade class/          # a folder (or several files): one summary row per file
+    python -m shortcut_gradients.grader.grade mine.py --json
 
 Steps, in the order they are learned: loss, gelu, linear, shortcut, network, layernorm
-(exercises/steps.py). Exit status: 0 when every step of every file is ok, 1 otherwise, 2 for
+(shortcut_gradients/grader/steps.py). Exit status: 0 when every step of every file is ok, 1 otherwise, 2 for
 bad input: a missing file, one that does not import, or a submission that raises anything
 but NotImplementedError (one line, with its file and line). docs/grader.md has the details.
 """
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import sys
 import warnings
@@ -21,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from exercises import steps
-from plumbing import frameworks, user_code
-from plumbing.config import InputError
+from shortcut_gradients.grader import steps
+from shortcut_gradients.plumbing import frameworks, user_code
+from shortcut_gradients.plumbing.config import InputError
 
-SKELETON = Path(__file__).resolve().parent / "backprop.py"
+# The skeleton students copy: exercises/backprop.py in the repository, installed as shortcut_gradients.exercises.
+SKELETON = Path(importlib.util.find_spec("shortcut_gradients.exercises.backprop").origin)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -36,7 +38,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m exercises.grade", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m shortcut_gradients.grader.grade", description=__doc__.splitlines()[0])
     p.add_argument(
         "paths", nargs="*", metavar="FILE", help="submissions (.py files or folders of them; default: the skeleton)"
     )
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
         if not summary:
             results = grade_file(files[0], args.all)
     except InputError as err:
-        print(f"exercises.grade: error: {err}", file=sys.stderr)
+        print(f"shortcut_gradients.grader.grade: error: {err}", file=sys.stderr)
         return 2
     if not summary:
         ok = passed(results)
@@ -184,5 +186,10 @@ def main(argv=None) -> int:
     return 0 if all(row["passed"] for row in rows) else 1
 
 
-if __name__ == "__main__":
+def main_exit() -> None:
+    """The console script `shortcut-grade`."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_exit()

@@ -4,7 +4,7 @@ Two implementations of the same network differ only by rounding, and rounding ha
 floating-point error analysis predicts from how an element was computed: the precision, the
 length of the sums behind it and the size of their terms, carried through the layers.
 `sensitivity` measures that size for every element of every tensor, in units of the unit
-roundoff u (2^-24 in float32, 2^-53 in float64); crosscheck.check.compare allows two
+roundoff u (2^-24 in float32, 2^-53 in float64); shortcut_gradients.verdict.check.compare allows two
 implementations to differ by 2 u times it (each may be off by the bound, in opposite
 directions). docs/tolerances.md derives each term and shows, measured, that it holds at size.
 
@@ -66,7 +66,7 @@ import math
 
 import numpy as np
 
-from crosscheck import check, contract
+from shortcut_gradients.verdict import check, contract
 
 # The relative nudge that measures derivatives: small enough that every element moves
 # linearly (second-order terms ~ 2^-60 relative), large enough that float64 rounding
@@ -109,7 +109,7 @@ def sensitivity(loss_and_grads, params, x, target, **kw) -> dict:
     dict of the bounds, {"loss": (), "output": (..., d_out), "dW": [(d_out, d_in)], "db": [(d_out,)],
     "dx": (..., d_in)} (and "dscale", "dshift" [(d_in,)] with norm "pre"), the
     sum of `error_terms`'s three parts; kw are its keywords: use_shortcut and gelu_form, and
-    optionally norm, draws and groups. crosscheck.check.compare(results, dtype, this) allows
+    optionally norm, draws and groups. shortcut_gradients.verdict.check.compare(results, dtype, this) allows
     two implementations to differ by 2 u times it.
     """
     parts = error_terms(loss_and_grads, params, x, target, **kw)
@@ -167,7 +167,7 @@ def error_terms(
 
 class Batch:
     """The run's inputs as rows, float64 runs of the whole batch or of one group of its rows,
-    and the unperturbed results (tensors in crosscheck.contract.tensors order: dy and dz where given)."""
+    and the unperturbed results (tensors in shortcut_gradients.verdict.contract.tensors order: dy and dz where given)."""
 
     def __init__(self, loss_and_grads, params, x, target, use_shortcut: bool, gelu_form: str, norm: str, groups: int):
         self.fn, self.params, self.x, self.target = loss_and_grads, params, x, target
@@ -338,7 +338,7 @@ def batch_rounding(batch: Batch) -> list[np.ndarray]:
 
 
 def as_result(names: list[str], terms: list[np.ndarray]) -> dict:
-    """A list in crosscheck.contract.tensors order, named by `names`, back to a result-like dict:
+    """A list in shortcut_gradients.verdict.contract.tensors order, named by `names`, back to a result-like dict:
     {"loss", "output", "dW", "db", "dx"}, and "dy", "dz" when the names hold them."""
     by_name = dict(zip(names, terms))
     n_layers = sum(name.endswith(".0.weight") for name in names)
@@ -372,7 +372,7 @@ def combine(*parts: dict) -> dict:
 def gelu_form_resolution(loss_and_grads, params, x, target, bound: dict, dtype: str, **kw) -> dict:
     """Could this run see the GELU form mix-up? The other form against the run's own, in float64
     runs of `loss_and_grads`, each element's move as a share of the allowance `bound` gives it in
-    `dtype` (crosscheck.check.compare's rule); kw: use_shortcut, gelu_form and norm if "pre".
+    `dtype` (shortcut_gradients.verdict.check.compare's rule); kw: use_shortcut, gelu_form and norm if "pre".
 
     Returns {"other_form", "share" (the largest share any element moved), "tensor" (where),
     "resolved" (share > 1: a mix-up of the two forms shows)}. Where the allowance has grown past

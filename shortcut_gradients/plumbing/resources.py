@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from plumbing.config import InputError
+from shortcut_gradients.plumbing.config import InputError
 
 MAX_WIDTH = 2**31 - 1  # a layer size beyond this is no network any framework here will index
 SEED_RANGE = (0, 2**64 - 1)  # torch.manual_seed takes a 64-bit seed

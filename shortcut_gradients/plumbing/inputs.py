@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import impl_numerical
-from plumbing import files, frameworks, resources, weights
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, ORACLE, Config, InputError
+from shortcut_gradients.plumbing import files, frameworks, resources, weights
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, ORACLE, Config, InputError
 
 
 @dataclass(frozen=True)

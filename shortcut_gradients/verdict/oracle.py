@@ -2,28 +2,28 @@
 
 An analytic gradient a agrees with the estimate d when |a - d| <= tol |d| + error + u bound,
 error being the oracle's bound on that element (impl_numerical.model's docstring derives it)
-and, given the run's measured rounding bound (crosscheck.sensitivity), u bound the most the
+and, given the run's measured rounding bound (shortcut_gradients.verdict.sensitivity), u bound the most the
 implementation's own rounding can have moved a from the exact value: a float32 run is held to
 what float32 can do, not to a fixed relative figure that its rounding exceeds on some networks.
 """
 
 import numpy as np
 
-from crosscheck import check as checking
+from shortcut_gradients.verdict import check as checking
 
 
 def check(results: dict[str, dict], oracle: dict, dtype: str, magnitude: dict | None = None) -> dict:
     """Each implementation's result against the finite differences, element by element.
 
-    loss and output: crosscheck.check's relative error against the oracle's float64 forward.
+    loss and output: shortcut_gradients.verdict.check's relative error against the oracle's float64 forward.
     Gradients: an element agrees when |a - d| <= tol |d| + error + u bound (module docstring;
-    magnitude is crosscheck.sensitivity.sensitivity's result, bound in units of u, or None).
+    magnitude is shortcut_gradients.verdict.sensitivity.sensitivity's result, bound in units of u, or None).
     Returns "agree"; "resolved" (elements with |d| > error), their worst relative
     difference "max_rel_diff" and worst bound "max_bound" (error / |d|: what differences
     can claim there); "unresolved" (|d| <= error: not distinguishable from 0), with
     "unresolved_max_abs" (their largest |d|) and "unresolved_used" (their largest
     |a - d| / (tol |d| + error), at most 1 when they agree); and "first_mismatch" in
-    backprop order, with crosscheck.check.compare's keys plus "allowed", the difference that
+    backprop order, with shortcut_gradients.verdict.check.compare's keys plus "allowed", the difference that
     element was allowed, relative to |d|.
     """
     tol, eps = checking.TOLERANCE[dtype], float(np.finfo(dtype).eps)

@@ -3,7 +3,7 @@
 import json
 import math
 
-from plumbing.config import BOOK_RTOL, ORACLE
+from shortcut_gradients.plumbing.config import BOOK_RTOL, ORACLE
 
 
 def format_report(report: dict) -> str:
@@ -17,7 +17,7 @@ def format_report(report: dict) -> str:
     if all(r.get("rule") == "bound" for r in report["runs"]):
         rule = "each element may differ by twice its measured rounding bound: docs/tolerances.md"
     else:
-        rule = f"tolerance {tol:g}: crosscheck/check.py"
+        rule = f"tolerance {tol:g}: shortcut_gradients/verdict/check.py"
     lines = [
         f"Layer sizes {cfg['layer_sizes']}, {source}, input {tuple(cfg['input_shape'])}, {network}, {cfg['dtype']}",
         f"mean |dL/dW| per layer; 'max rel diff': worst elementwise relative difference between any two"

@@ -5,14 +5,14 @@
     linear    linear_backward(dz, x, W) -> (dx, dW, db)       x (1, 3) (5, 3) with W (3, 3); (5, 4) (2, 3, 4) with W (3, 4)
     shortcut  ExampleDeepNeuralNetwork([(W, b)], True, form): one square residual layer's dx
     network   loss_and_grads on the book network and a deeper batched one, through
-              crosscheck.check.compare against the NumPy reference and torch, dy and dz included;
+              shortcut_gradients.verdict.check.compare against the NumPy reference and torch, dy and dz included;
               last, the book network in float32: the result must come back in the requested dtype
     layernorm layer_norm_backward(dout, x, scale) -> (dx, dscale, dshift)   x (1, 3), (5, 3), (2, 3, 4);
               then loss_and_grads(..., norm="pre") on the pre-LN book network and a deeper batched
               one, as in step network, dscale and dshift included (the book's next step)
 
 Inputs run from one row to 3-D batches, because the classic bias slips are invisible on one
-row. Each step stops at its first wrong tensor and names the likely slip (exercises/diagnose.py).
+row. Each step stops at its first wrong tensor and names the likely slip (shortcut_gradients/grader/diagnose.py).
 A step calls only its own rule (and the rules before it that it is built from), so a step
 that is ok is ok whatever the later blanks hold.
 """
@@ -24,8 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from crosscheck import check, contract
-from exercises.diagnose import (
+from shortcut_gradients.grader.diagnose import (
     CHAIN_RULE_FACTORS,
     FIT_MARGIN,
     Candidate,
@@ -35,15 +34,16 @@ from exercises.diagnose import (
     fit,
     layer_norm_slips,
 )
-from plumbing import user_code
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
-from plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.plumbing import user_code
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
+from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.verdict import check, contract
 
 STEPS = ("loss", "gelu", "linear", "shortcut", "network", "layernorm")
 REQUIRED = ("mse_loss_backward", "gelu_backward", "linear_backward", "ExampleDeepNeuralNetwork", "loss_and_grads")
 # Step layernorm's rule: not REQUIRED, so that a copy of the skeleton made before it was added is still graded.
 LAYER_NORM_RULE = "layer_norm_backward"
-# float64's tolerance from crosscheck.check: 1e-12 relative, elementwise, with its noise floor.
+# float64's tolerance from shortcut_gradients.verdict.check: 1e-12 relative, elementwise, with its noise floor.
 # Autograd and a correct NumPy rule agree to ~1e-16 here (docs/grader.md measures it); a
 # float32 constant in a float64 run is off by ~1e-8, every other slip by far more.
 TOLERANCE = check.TOLERANCE["float64"]
@@ -316,7 +316,7 @@ def network_cases() -> tuple[Case, ...]:
 
 
 def _run(step: str, module, case: Case, fn, *args, **kwargs):
-    """fn(*args) through plumbing.user_code: NotImplementedError is todo, anything else one InputError line."""
+    """fn(*args) through shortcut_gradients.plumbing.user_code: NotImplementedError is todo, anything else one InputError line."""
     try:
         return user_code.call(module, fn, *args, passthrough=(NotImplementedError,), **kwargs)
     except NotImplementedError as err:
@@ -362,7 +362,7 @@ def _check(
 ) -> float:
     """The worst relative difference of yours against expected, or Stop with the diagnosis.
 
-    Right means: expected's shape, the run's dtype, and every element within crosscheck.check's
+    Right means: expected's shape, the run's dtype, and every element within shortcut_gradients.verdict.check's
     tolerance for that dtype."""
     expected = np.asarray(expected, np.float64)
     tol, eps = check.TOLERANCE[dtype], float(np.finfo(dtype).eps)
@@ -610,7 +610,7 @@ def _network_case(module, case: Case, step: str = "network") -> float:
     reference, autograd = case.expected["reference"], case.expected["torch"]
     listed = {name: array for name, _, array in contract.tensors(yours)}
     shapes_match = all(listed[name].shape == np.shape(a) for name, _, a in check.tensors(reference))
-    # The parameters' verdict is crosscheck.check.compare's, three ways; dy and dz (the
+    # The parameters' verdict is shortcut_gradients.verdict.check.compare's, three ways; dy and dz (the
     # reference's alone: torch does not return them) are compared with the same relative error.
     dtype = case.extra["dtype"]
     verdict = (

@@ -3,12 +3,12 @@
 Each fault is one bug that notebooks and layer libraries really ship, applied to one
 implementation by a monkeypatch or a wrapper for the length of a test: the real code
 carries no hooks for it. Each says where the comparison must first see it, in backprop
-order (crosscheck.contract.tensors), with and without shortcuts: a tensor name, or None where
+order (shortcut_gradients.verdict.contract.tensors), with and without shortcuts: a tensor name, or None where
 the bug cannot show (there is no identity path without shortcuts). A fault in the LayerNorm
 runs on the pre-LN network (norm "pre": the book's weights, a LayerNorm before every layer).
 
-    python tests/faults.py              # the table in docs/faults.md, measured afresh
-    python tests/faults.py properties   # does each property test fail with each fault in? (~1 min)
+    python studies/faults.py              # the table in docs/faults.md, measured afresh
+    python studies/faults.py properties   # does each property test fail with each fault in? (~1 min)
 """
 
 import sys
@@ -26,9 +26,9 @@ import impl_jax  # noqa: E402
 import impl_numerical as numerical  # noqa: E402
 import impl_numpy  # noqa: E402
 import impl_torch  # noqa: E402
-from crosscheck import check, oracle  # noqa: E402
-from plumbing import weights  # noqa: E402
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, ORACLE  # noqa: E402
+from shortcut_gradients.plumbing import weights  # noqa: E402
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, ORACLE  # noqa: E402
+from shortcut_gradients.verdict import check, oracle  # noqa: E402
 
 BOTH_DTYPES = ("float32", "float64")
 

@@ -5,12 +5,12 @@ import warnings
 import numpy as np
 
 import impl_numpy
-from crosscheck import check, contract, oracle, report, sensitivity
-from plumbing import frameworks
-from plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS, ORACLE, SHORTCUT_SETTINGS, InputError
-from plumbing.inputs import Inputs
+from shortcut_gradients.plumbing import frameworks
+from shortcut_gradients.plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS, ORACLE, SHORTCUT_SETTINGS, InputError
+from shortcut_gradients.plumbing.inputs import Inputs
+from shortcut_gradients.verdict import check, contract, oracle, report, sensitivity
 
-# Whose float64 runs measure each element's rounding bound (crosscheck.sensitivity), whichever
+# Whose float64 runs measure each element's rounding bound (shortcut_gradients.verdict.sensitivity), whichever
 # are compared: the NumPy reference, the one whose GELU the measurement can perturb.
 MEASURE = impl_numpy.model.loss_and_grads
 
@@ -105,7 +105,7 @@ def validate(results: dict, params, x, dtype: str) -> dict:
 def float64_rerun(fns: dict, params, x, target, kw: dict, magnitude: dict) -> dict:
     """Every implementation but the finite differences again in float64, compared under the same
     measured bound (it is in units of u, whichever the dtype). Returns {"gelu_form_resolution":
-    the GELU forms' resolution in float64} and either crosscheck.check.compare's report, its
+    the GELU forms' resolution in float64} and either shortcut_gradients.verdict.check.compare's report, its
     "first_mismatch" marked {"dtype": "float64"}, or "skipped": why nothing was compared, for the
     verdict: float64 cannot resolve the forms either, an implementation (a user's) raised in
     float64, or a result came out inf or NaN. A result that breaks the contract is bad input."""

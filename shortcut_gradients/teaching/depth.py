@@ -9,7 +9,7 @@ draws and a bootstrap confidence interval for it.
 The networks are the book's shape made deeper: sizes (width,) * depth + (1,), that is
 depth - 1 layers width -> width, then width -> 1 (the book's network is width 3, depth 5).
 Seed s draws the weights the way the book does, torch.manual_seed(s) then nn.Linear's
-default init (plumbing.weights.seeded_params), so every variant sees the same weights. The
+default init (shortcut_gradients.plumbing.weights.seeded_params), so every variant sees the same weights. The
 input is the book's kind, linspace(1, -1, width) as one row, and the target is 0.
 
     plain     x = GELU(Linear(x))                                          no shortcut
@@ -35,8 +35,8 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from impl_torch import model
-from plumbing import weights
-from plumbing.config import BOOK_SEED
+from shortcut_gradients.plumbing import weights
+from shortcut_gradients.plumbing.config import BOOK_SEED
 
 VARIANTS = {  # name: ExampleDeepNeuralNetwork's settings
     "plain": {"use_shortcut": False, "norm": "none"},
@@ -78,7 +78,7 @@ def network_sizes(width: int, depth: int) -> tuple[int, ...]:
 
 
 def stacked_params(sizes, seeds, dtype: str) -> dict[str, torch.Tensor]:
-    """Each seed's weights (plumbing.weights.seeded_params), stacked along a new first axis.
+    """Each seed's weights (shortcut_gradients.plumbing.weights.seeded_params), stacked along a new first axis.
 
     Returns {"layers.{i}.0.weight": (S, d_out, d_in), "layers.{i}.0.bias": (S, d_out)}, the
     state_dict names of impl_torch.model.ExampleDeepNeuralNetwork.

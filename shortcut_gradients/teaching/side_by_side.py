@@ -17,13 +17,12 @@ import importlib.util
 import re
 from pathlib import Path
 
-from plumbing.config import InputError
+from shortcut_gradients.plumbing.config import InputError
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCES = {  # framework: (file, column heading)
-    "torch": ("impl_torch/model.py", "PyTorch: autograd"),
-    "jax": ("impl_jax/model.py", "JAX + Flax NNX: jax.value_and_grad"),
-    "numpy": ("impl_numpy/model.py", "NumPy: backward by hand"),
+SOURCES = {  # framework: (module, column heading)
+    "torch": ("impl_torch.model", "PyTorch: autograd"),
+    "jax": ("impl_jax.model", "JAX + Flax NNX: jax.value_and_grad"),
+    "numpy": ("impl_numpy.model", "NumPy: backward by hand"),
 }
 PREAMBLE = "module"  # the row for the docstring, imports and constants
 
@@ -73,9 +72,19 @@ def sections(source: str, shared: list[str]) -> list[tuple[str, int, str]]:
     return [(name, begin + 1, "".join(lines[begin:end])) for (name, begin), (_, end) in zip(bounds, bounds[1:])]
 
 
-def rows(root: Path = ROOT) -> tuple[list[str], dict[str, dict[str, tuple[int, str]]]]:
+def source_file(module: str) -> Path:
+    """Where an implementation's model.py is, found without importing it (nor its framework)."""
+    return Path(importlib.util.find_spec(module).origin)
+
+
+def shown_path(module: str) -> str:
+    """The file as its readers know it: impl_torch/model.py, wherever it is installed."""
+    return module.replace(".", "/") + ".py"
+
+
+def rows() -> tuple[list[str], dict[str, dict[str, tuple[int, str]]]]:
     """(row names in page order, {framework: {row name: (first line number, source text)}}), read now."""
-    sources = {fw: (root / path).read_text(encoding="utf-8") for fw, (path, _) in SOURCES.items()}
+    sources = {fw: source_file(module).read_text(encoding="utf-8") for fw, (module, _) in SOURCES.items()}
     shared = shared_names(sources)
     texts = {fw: {name: (line, text) for name, line, text in sections(src, shared)} for fw, src in sources.items()}
     return [PREAMBLE, *shared], texts
@@ -120,22 +129,22 @@ h2 { grid-column: 1 / -1; font-size: 1em; margin: 18px 0 4px; padding: 3px 8px; 
 """
 
 
-def build_page(root: Path = ROOT) -> str:
+def build_page() -> str:
     """The whole page as one HTML string, highlighted from the three files as they are now."""
     from pygments import highlight
     from pygments.formatters import HtmlFormatter
     from pygments.lexers import PythonLexer
 
     lexer = PythonLexer()
-    names, texts = rows(root)
+    names, texts = rows()
     head = [
-        f'<div class="colhead">{html.escape(title)}<br><code>{html.escape(path)}</code></div>'
-        for path, title in SOURCES.values()
+        f'<div class="colhead">{html.escape(title)}<br><code>{html.escape(shown_path(module))}</code></div>'
+        for module, title in SOURCES.values()
     ]
     body = []
     for name in names:
         body.append(f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>')
-        for fw, (path, _) in SOURCES.items():
+        for fw, (module, _) in SOURCES.items():
             attrs = f'class="cell" data-framework="{fw}" data-name="{html.escape(name)}"'
             first, text = texts[fw][name]
             blank = len(text) - len(text.lstrip("\n"))  # leading blank lines are not shown
@@ -144,7 +153,7 @@ def build_page(root: Path = ROOT) -> str:
             # linespans: one <span> per line, so that a wrapped line can hang (see CSS); ids unique per cell.
             formatter = HtmlFormatter(style="default", cssclass="code", linespans=f"{fw}-{name}")
             code = hanging_indents(highlight(text, lexer, formatter), f"{fw}-{name}", text)
-            where = f"{path}, line{'s' if last > first else ''} {first}{f'-{last}' if last > first else ''}"
+            where = f"{shown_path(module)}, line{'s' if last > first else ''} {first}{f'-{last}' if last > first else ''}"
             body.append(f'<div {attrs}><div class="where">{where}</div>{code}</div>')
     nav = " ".join(f'<a href="#{html.escape(n)}">{html.escape(n)}</a>' for n in names)
     return f"""<!doctype html>
@@ -169,9 +178,9 @@ Generated from the source files by <code>python compare.py --side-by-side FILE.h
 """
 
 
-def write_page(path, root: Path = ROOT) -> None:
+def write_page(path) -> None:
     """build_page() written atomically to `path`."""
-    from plumbing.files import write_atomically
+    from shortcut_gradients.plumbing.files import write_atomically
 
-    page = build_page(root)
+    page = build_page()
     write_atomically(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))

@@ -3,7 +3,7 @@
 import importlib
 import importlib.util
 
-from plumbing.config import FRAMEWORKS, ORACLE, InputError
+from shortcut_gradients.plumbing.config import FRAMEWORKS, ORACLE, InputError
 
 # Built-in name -> the module whose loss_and_grads it is.
 MODULES = {"torch": "impl_torch", "jax": "impl_jax", "numpy": "impl_numpy", "numpy-fast": "impl_numpy.fast"}
@@ -22,7 +22,7 @@ def resolve(text: str) -> dict:
     name defining loss_and_grads, its column named after the file's stem or the module. Their
     function is wrapped so that an exception in it is one line naming their file and line.
     """
-    from plumbing import user_code
+    from shortcut_gradients.plumbing import user_code
 
     specs = [p.strip() for p in text.split(",") if p.strip()]
     if not specs:

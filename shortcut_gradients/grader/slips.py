@@ -1,7 +1,7 @@
 """The classic slips of hand-written backprop, each one line changed in a copy of the reference.
 
-    python -m exercises.slips                          # grade every slip and print the table
-    python -m exercises.slips --write docs/grader.md   # ... and put it between the page's markers
+    python -m shortcut_gradients.grader.slips                          # grade every slip and print the table
+    python -m shortcut_gradients.grader.slips --write docs/grader.md   # ... and put it between the page's markers
 
 Each slip is a text substitution inside one function of impl_numpy/model.py (the reference,
 which the grader passes in full), with the step that must catch it and the diagnosis it
@@ -12,16 +12,18 @@ under a slip (its line is gone) fails it too, rather than passing unchecked.
 
 import argparse
 import ast
+import importlib.util
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from plumbing import files
-from plumbing.config import InputError
+from shortcut_gradients.plumbing import files
+from shortcut_gradients.plumbing.config import InputError
 
-REFERENCE = Path(__file__).resolve().parent.parent / "impl_numpy" / "model.py"
+# The file each slip is written into: the NumPy reference, found without importing it.
+REFERENCE = Path(importlib.util.find_spec("impl_numpy.model").origin)
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Slip:
     old: str  # the text replaced, exactly once in that function
     new: str
     step: str  # the step that must catch it
-    slip: str  # the diagnosis it must get (exercises.diagnose's short names)
+    slip: str  # the diagnosis it must get (shortcut_gradients.grader.diagnose's short names)
     note: str  # what a learner would have been thinking
 
 
@@ -101,7 +103,7 @@ def apply(slip: Slip, source: str) -> str:
     if body.count(slip.old) != 1:
         raise ValueError(
             f"slip {slip.name}: {slip.old!r} occurs {body.count(slip.old)} times in {slip.function}, not once; "
-            "update exercises/slips.py to the reference"
+            "update shortcut_gradients/grader/slips.py to the reference"
         )
     return "".join(lines[:start]) + body.replace(slip.old, slip.new) + "".join(lines[end:])
 
@@ -116,7 +118,7 @@ def _function_lines(source: str, qualname: str) -> tuple[int, int]:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             body = node.body[1:] if ast.get_docstring(node) is not None and len(node.body) > 1 else node.body
             return body[0].lineno - 1, node.end_lineno
-    raise ValueError(f"the reference has no function {qualname}; update exercises/slips.py")
+    raise ValueError(f"the reference has no function {qualname}; update shortcut_gradients/grader/slips.py")
 
 
 def write(slip: Slip, folder: Path) -> Path:
@@ -128,7 +130,7 @@ def write(slip: Slip, folder: Path) -> Path:
 
 def catalogue() -> list[dict]:
     """Grade every slip; per slip, where it was caught and what it was called."""
-    from exercises import grade
+    from shortcut_gradients.grader import grade
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -157,7 +159,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-BEGIN, END = "<!-- slips table: python -m exercises.slips --write docs/grader.md -->", "<!-- end of slips table -->"
+BEGIN, END = "<!-- slips table: python -m shortcut_gradients.grader.slips --write docs/grader.md -->", "<!-- end of slips table -->"
 
 
 def replace_table(page: str, table: str) -> str:
@@ -169,7 +171,7 @@ def replace_table(page: str, table: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exercises.slips", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m shortcut_gradients.grader.slips", description=__doc__.splitlines()[0])
     parser.add_argument("--write", metavar="PAGE.md", help="replace the table between the page's markers")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -180,7 +182,7 @@ def main(argv=None) -> int:
             page = replace_table(Path(args.write).read_text(), table)
             files.write_atomically(args.write, lambda tmp: Path(tmp).write_text(page))
     except (ValueError, InputError, OSError) as err:  # the reference moved under a slip, a copy raised, no page
-        print(f"exercises.slips: error: {err}", file=sys.stderr)
+        print(f"shortcut_gradients.grader.slips: error: {err}", file=sys.stderr)
         return 2
     print(table)
     print(f"\n{len(rows)} slips graded in {time.perf_counter() - start:.1f} s", file=sys.stderr)

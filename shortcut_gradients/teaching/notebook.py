@@ -4,8 +4,8 @@ The notebooks run with this folder as their working directory (Jupyter's default
 `python -m notebooks.make` does), so they import this module as `support`. The project's own
 packages come from the editable install (`pip install -e ".[notebook]"`).
 
-    one_line_errors()              bad input (plumbing.config.InputError) shows as one line, as compare.py prints it
-    show(figure)                   a matplotlib Figure from teaching/plots.py, as a PNG in the cell's output
+    one_line_errors()              bad input (shortcut_gradients.plumbing.config.InputError) shows as one line, as compare.py prints it
+    show(figure)                   a matplotlib Figure from shortcut_gradients/teaching/plots.py, as a PNG in the cell's output
     grade("loss", globals())       the grader's verdict on one exercise cell: ok, todo, or wrong with the likely slip
 """
 
@@ -17,7 +17,7 @@ from types import ModuleType
 
 import numpy as np
 
-from plumbing.config import InputError
+from shortcut_gradients.plumbing.config import InputError
 
 # --- bad input: one line, not a traceback ---------------------------------------------------------
 
@@ -47,10 +47,10 @@ def _one_line(shell, etype, value, tb, tb_offset=None):
 
 
 def show(figure):
-    """The figure as a PNG image the notebook shows inline, drawn as teaching/plots.py saves it (its DPI)."""
+    """The figure as a PNG image the notebook shows inline, drawn as shortcut_gradients/teaching/plots.py saves it (its DPI)."""
     from IPython.display import Image
 
-    from teaching import plots
+    from shortcut_gradients.teaching import plots
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=plots.DPI)
@@ -59,7 +59,7 @@ def show(figure):
 
 # --- the exercises: each cell graded on its own ---------------------------------------------------
 
-# Each grading cell's check: the grader's step (exercises/steps.py), the function the learner
+# Each grading cell's check: the grader's step (shortcut_gradients/grader/steps.py), the function the learner
 # writes for it (a problem is located in its cell), and the GELU form where one is graded alone.
 CHECKS = {
     "loss": ("loss", "mse_loss_backward", None),
@@ -86,7 +86,7 @@ def grade(which: str, namespace: dict) -> None:
     """Grade one exercise cell's check (a key of CHECKS), or every one ("all"), and print the verdict.
 
     namespace: the notebook's globals(), where the learner's functions are. Their code runs
-    against torch's autograd in float64, as `python -m exercises.grade` runs a file, and each
+    against torch's autograd in float64, as `python -m shortcut_gradients.grader.grade` runs a file, and each
     check prints what that prints for its step. Nothing is raised: a function not defined yet
     is one line saying which cell to run, and an exception in their code is one line at their
     cell and line.
@@ -106,7 +106,7 @@ def grade(which: str, namespace: dict) -> None:
 
 def check(name: str, namespace: dict) -> str:
     """Print one check's verdict; returns its status: ok, todo, wrong or error."""
-    from exercises import steps
+    from shortcut_gradients.grader import steps
 
     step, written, form = CHECKS[name]
     head = f"  {name:<10}"
@@ -142,8 +142,8 @@ def submission(namespace: dict, written: str, form: str | None) -> ModuleType:
     mse_loss_backward. The module's file is the cell that defines `written`: an exception
     raised there is located at its line. NotRunYet when a definition the check needs is missing.
     """
-    from exercises import grade as grader
-    from plumbing import user_code
+    from shortcut_gradients.grader import grade as grader
+    from shortcut_gradients.plumbing import user_code
 
     owner, _, method = written.partition(".")
     for name in (owner, "gelu_backward") if form else (owner,):
@@ -161,13 +161,13 @@ def submission(namespace: dict, written: str, form: str | None) -> ModuleType:
 def in_cells(text: str, module: ModuleType) -> str:
     """The grader's text with the cell named as IPython names it: `Cell In[5], line 3 in backward: ...`.
 
-    plumbing.user_code.describe locates a problem at the innermost line of the module's file,
+    shortcut_gradients.plumbing.user_code.describe locates a problem at the innermost line of the module's file,
     here the graded function's cell. Where none of that cell's lines is involved (a check of the
     network stopped at an earlier blank, say), the text names no cell rather than the wrong one.
     """
     from IPython import get_ipython
 
-    from plumbing import user_code
+    from shortcut_gradients.plumbing import user_code
 
     shell = get_ipython()
     label = shell.compile.format_code_name(module.__file__) if shell is not None else None
@@ -179,7 +179,7 @@ def in_cells(text: str, module: ModuleType) -> str:
 
 
 def format_result(name: str, result, module: ModuleType) -> str:
-    """One step as `python -m exercises.grade` prints it, a blank located at its cell."""
-    from exercises import grade as grader
+    """One step as `python -m shortcut_gradients.grader.grade` prints it, a blank located at its cell."""
+    from shortcut_gradients.grader import grade as grader
 
     return "\n".join(grader.format_step(result, name, width=10, locate=lambda text: in_cells(text, module)))

@@ -8,12 +8,12 @@ import os
 import sys
 from dataclasses import dataclass
 
-from plumbing import files
-from plumbing.config import SHORTCUT_SETTINGS, InputError
-from plumbing.inputs import Inputs
-from teaching import explain
+from shortcut_gradients.plumbing import files
+from shortcut_gradients.plumbing.config import SHORTCUT_SETTINGS, InputError
+from shortcut_gradients.plumbing.inputs import Inputs
+from shortcut_gradients.teaching import explain
 
-# The depth study's flags (teaching/depth.py): their defaults, and how far they go. The limits
+# The depth study's flags (shortcut_gradients/teaching/depth.py): their defaults, and how far they go. The limits
 # catch typos (6400 for 64) at once instead of after an hour or an out-of-memory kill.
 DEFAULT_SWEEP_DEPTHS = "2:32:2"  # every other depth up to 32: the book's 5 inside, 16 points for each fit
 DEFAULT_SWEEP_WIDTHS = "3,64"  # the book's width, and a wide one
@@ -97,7 +97,7 @@ def parse_sweep(request: Request) -> Sweep:
 
 def check(request: Request, *, weights_file: str | None) -> Sweep | None:
     """Check the output paths and the study's flags before any work; returns the study asked for, or None."""
-    from teaching import plots, side_by_side
+    from shortcut_gradients.teaching import plots, side_by_side
 
     flags = {"--plot": (request.plot, ".png"), "--sweep-plot": (request.sweep_plot, ".png")}
     flags["--side-by-side"] = (request.side_by_side, ".html")
@@ -124,7 +124,7 @@ def check(request: Request, *, weights_file: str | None) -> Sweep | None:
 
 def layer_series(report: dict) -> list:
     """The per-layer plot's lines from a cross-check report: each framework, then the book, per setting."""
-    from teaching.plots import LayerSeries
+    from shortcut_gradients.teaching.plots import LayerSeries
 
     series = []
     for run in report["runs"]:
@@ -137,7 +137,7 @@ def layer_series(report: dict) -> list:
 
 def produce(report: dict, request: Request, inputs: Inputs, sweep: Sweep | None) -> None:
     """Add --explain's and the depth study's figures to the report, and write the pictures and the page."""
-    from teaching import plots, side_by_side
+    from shortcut_gradients.teaching import plots, side_by_side
 
     config = inputs.config
     if request.explain:
@@ -146,7 +146,7 @@ def produce(report: dict, request: Request, inputs: Inputs, sweep: Sweep | None)
             inputs.params, inputs.x, inputs.target, settings=settings, gelu_form=config.gelu, dtype=config.dtype
         )
     if sweep is not None:
-        from teaching import depth
+        from shortcut_gradients.teaching import depth
 
         report["sweep"] = depth.study(
             sweep.depths,
@@ -174,7 +174,7 @@ def format_learning(report: dict) -> str:
     if "explain" in report:
         parts.append(explain.format_explain(report["explain"]))
     if "sweep" in report:
-        from teaching import depth
+        from shortcut_gradients.teaching import depth
 
         parts.append(depth.format_study(report["sweep"]))
     return "".join("\n\n" + part for part in parts)

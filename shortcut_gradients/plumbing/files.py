@@ -4,7 +4,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from plumbing.config import InputError
+from shortcut_gradients.plumbing.config import InputError
 
 
 def check_output_path(path, flag: str, suffix: str | None = None) -> None:

@@ -18,7 +18,7 @@
                constant or intermediate in a float64 run
     unknown    none of these
 
-"==" is crosscheck.check.relative_error within MATCH: loose enough that a slip is still
+"==" is shortcut_gradients.verdict.check.relative_error within MATCH: loose enough that a slip is still
 named when float noise or a second, smaller slip rides on it; tight enough that no two
 classic slips on the grader's inputs are that close to each other (they differ by 1e-3 or
 more: the exact and tanh GELU forms are the closest pair).
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crosscheck.check import TOLERANCE, relative_error
+from shortcut_gradients.verdict.check import TOLERANCE, relative_error
 
 EPS = float(np.finfo(np.float64).eps)
 # Two arrays are "the same" for a diagnosis within float32's tolerance (4e-6 relative): see above.
@@ -118,7 +118,7 @@ def layer_norm_slips(dout, x, scale, eps: float) -> list[Candidate]:
 
 
 def same(a, b, tol: float = MATCH) -> bool:
-    """a and b have one shape and agree elementwise within `tol` (crosscheck.check's relative error)."""
+    """a and b have one shape and agree elementwise within `tol` (shortcut_gradients.verdict.check's relative error)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         return False

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crosscheck.check import mean_abs
+from shortcut_gradients.verdict.check import mean_abs
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
     require(module, ["loss_and_grads"])
     result = call(module, module.loss_and_grads, params, x, target, use_shortcut=True, gelu_form="tanh", dtype="float64")
 
-Each failure raises plumbing.config.InputError with one line: a missing file, a file that does
+Each failure raises shortcut_gradients.plumbing.config.InputError with one line: a missing file, a file that does
 not import (`mine.py:12: SyntaxError: invalid syntax`), a missing function, or an exception
 raised while their code runs, located at the innermost traceback frame that is in *their*
 file, not in NumPy's or ours: `mine.py:42 in backward: ValueError: operands could not be broadcast`.
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 
-from plumbing.config import InputError
+from shortcut_gradients.plumbing.config import InputError
 
 # Each loaded file gets a fresh module name, so two files called model.py (or one file loaded
 # twice) never share a module, and a file called numpy.py does not shadow NumPy.

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
-from plumbing.files import write_atomically
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
+from shortcut_gradients.plumbing.files import write_atomically
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "book_seed123.safetensors"
 TENSOR_NAME = re.compile(r"layers\.(\d+)\.0\.(weight|bias)")

@@ -1,11 +1,11 @@
 """Does the error model hold at size? False alarms, caught faults and rerun stability, over a grid.
 
-    python -m crosscheck.survey                    # the default grid, a few minutes: docs/tolerances.md's table
-    python -m crosscheck.survey --rows 256,1024 --widths 64 --depths 16 --reruns 3    # a quick look
-    python -m crosscheck.survey --threads          # whose results change with the thread count
+    python -m studies.survey                    # the default grid, a few minutes: docs/tolerances.md's table
+    python -m studies.survey --rows 256,1024 --widths 64 --depths 16 --reruns 3    # a quick look
+    python -m studies.survey --threads          # whose results change with the thread count
 
-Every cell runs each framework on one input, compares them with crosscheck.check.compare
-under the bound of crosscheck.sensitivity (measured once per input with the NumPy reference, in
+Every cell runs each framework on one input, compares them with shortcut_gradients.verdict.check.compare
+under the bound of shortcut_gradients.verdict.sensitivity (measured once per input with the NumPy reference, in
 float64), taken again in float64 where float32 cannot tell the GELU forms apart (as compare.py
 does), and counts:
 a DISAGREE between correct implementations is a false alarm; each fault (FAULTS, the
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crosscheck import check, sensitivity
-from crosscheck.run import MEASURE
-from plumbing import frameworks, weights
-from plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
+from shortcut_gradients.plumbing import frameworks, weights
+from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
+from shortcut_gradients.verdict import check, sensitivity
+from shortcut_gradients.verdict.run import MEASURE
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def typed(inputs: tuple, dtype: str) -> tuple[list, np.ndarray, np.ndarray]:
     return [(W.astype(dtype), b.astype(dtype)) for W, b in params], x.astype(dtype), target.astype(dtype)
 
 
-# --- faults that loss_and_grads alone can make (tests/faults.py has the whole catalogue) ------
+# --- faults that loss_and_grads alone can make (studies/faults.py has the whole catalogue) ------
 
 
 # Each takes (fn, params, x, target, kw, correct): the faulty framework's loss_and_grads, the
@@ -345,7 +345,7 @@ def fingerprints(config: SurveyConfig) -> dict[str, str]:
 
 def thread_dependence(argv: list[str]) -> str:
     """Run --fingerprint in two fresh processes, default threads and one thread, and name what changed."""
-    cmd = [sys.executable, "-m", "crosscheck.survey", *argv, "--fingerprint"]
+    cmd = [sys.executable, "-m", "studies.survey", *argv, "--fingerprint"]
     outputs = []
     for env in ({}, SINGLE_THREAD):
         done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=True)
@@ -377,7 +377,7 @@ def parse_ints(text: str, flag: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = SurveyConfig()
-    p = argparse.ArgumentParser(prog="python -m crosscheck.survey", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m studies.survey", description=__doc__.splitlines()[0])
     p.add_argument(
         "--rows", default=",".join(map(str, d.rows)), help="batch sizes on the book's weights (default: %(default)s)"
     )
