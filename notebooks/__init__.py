@@ -1,1 +1,1 @@
-"""The notebooks: python -m notebooks.make runs them; support.py is what they import."""
+"""The notebooks: python -m notebooks.make runs them; they import shortcut_gradients.teaching.notebook."""

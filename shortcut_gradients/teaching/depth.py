@@ -274,8 +274,10 @@ def _cell(median: float, q25: float, q75: float, dead: int) -> str:
     return f"{median:.2e} [{q25:.2e}, {q75:.2e}]" + (f" {dead:>2}" if dead else "   ")
 
 
-def format_study(result: dict) -> str:
-    """The study as text: per width, a table of median [quartiles] and dead draws per depth, then the fits."""
+def format_study(result: dict, timed: bool = True) -> str:
+    """The study as text: per width, a table of median [quartiles] and dead draws per depth, then the fits.
+
+    timed=False leaves out the seconds it took (a committed notebook must print the same on every run)."""
     n, depths = len(result["seeds"]), result["depths"]
     names = result["variants"]
     lines = [
@@ -283,7 +285,7 @@ def format_study(result: dict) -> str:
         f" {result['seeds'][0]}..{result['seeds'][-1]}): median [25th, 75th percentile], then the number of dead"
         " draws (every gradient exactly 0) where there are any.",
         f"Networks: sizes (width,) * depth + (1,), input linspace(1, -1, width), target 0, {result['gelu']} GELU,"
-        f" {result['dtype']}; {result['seconds']:.1f} s.",
+        f" {result['dtype']}" + (f"; {result['seconds']:.1f} s." if timed else "."),
     ]
     for panel in result["panels"]:
         runs = panel["variants"]

@@ -1,8 +1,8 @@
-"""What the notebooks beside this file import: one-line errors, figures shown inline, and the exercise grader.
+"""What the notebooks in notebooks/ import: one-line errors, figures shown inline, and the exercise grader.
 
-The notebooks run with this folder as their working directory (Jupyter's default, and what
-`python -m notebooks.make` does), so they import this module as `support`. The project's own
-packages come from the editable install (`pip install -e ".[notebook]"`).
+The notebooks import only the installed project (this module, `shortcut_gradients.teaching.notebook`,
+and the three panes), never a file beside them, so a copy of a notebook runs in any folder and in
+any kernel where the project is installed (`pip install -e ".[notebook]"` in a checkout).
 
     one_line_errors()              bad input (shortcut_gradients.plumbing.config.InputError) shows as one line, as compare.py prints it
     show(figure)                   a matplotlib Figure from shortcut_gradients/teaching/plots.py, as a PNG in the cell's output
