@@ -7,9 +7,9 @@
 A network is `depth` layers of width -> width, shortcut on, tanh GELU, float32, a (batch,
 width) input, batch 1 by default: what `compare.py --layer-sizes 1,1,...` runs.
 
-Two modes: "scan" is impl_jax as it is; "loop" is the same code with the scan turned off
-(SCAN_MIN_LAYERS above the depth), the book's Python loop over every layer, which gives the
-same jaxpr as the code before the scan and the same gradients (tests/test_deep_jax.py).
+Two modes: "scan" is impl_jax/scan.py's ScannedNetwork, which impl_jax.loss_and_grads runs for
+these networks; "loop" is impl_jax/model.py's reference class, the book's Python loop over every
+layer, which jit unrolls (the same gradients: tests/test_deep_jax.py).
 
 Compile tables: each point runs in a fresh process, so that its peak resident set (ru_maxrss,
 read after compiling) is its own. It times grad_fn.lower(...).compile() on abstract shapes and
@@ -44,18 +44,12 @@ def lower(mode: str, width: int, depth: int, batch: int):
     import jax.numpy as jnp
     from flax import nnx
 
-    from impl_jax import model
+    from impl_jax import model, scan
 
-    scan_min_layers = model.SCAN_MIN_LAYERS
-    model.SCAN_MIN_LAYERS = depth + 1 if mode == "loop" else scan_min_layers
-    try:
-        net = nnx.eval_shape(
-            lambda: model.ExampleDeepNeuralNetwork(
-                [width] * (depth + 1), True, "tanh", dtype=jnp.float32, rngs=nnx.Rngs(0)
-            )
-        )
-    finally:
-        model.SCAN_MIN_LAYERS = scan_min_layers
+    network_class = model.ExampleDeepNeuralNetwork if mode == "loop" else scan.ScannedNetwork
+    net = nnx.eval_shape(
+        lambda: network_class([width] * (depth + 1), True, "tanh", dtype=jnp.float32, rngs=nnx.Rngs(0))
+    )
     graphdef, params = nnx.split(net, nnx.Param)
     x = jax.ShapeDtypeStruct((batch, width), jnp.float32)  # (batch, width), and the target alike
     return model.grad_fn.lower(params, graphdef, x, x), (params, x, x)

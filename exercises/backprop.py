@@ -128,7 +128,10 @@ class ExampleDeepNeuralNetwork:
             layer_output = gelu(z, self.gelu_form)  # (..., d_out)
             shortcut = self.use_shortcut and x.shape == layer_output.shape
             self.cache.append((x, z, shortcut))
-            x = x + layer_output if shortcut else layer_output  # the shortcut: the input joins the output
+            if shortcut:
+                x = x + layer_output  # the shortcut: the input joins the output
+            else:
+                x = layer_output
         return x
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -179,5 +182,6 @@ def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
     loss = mse_loss(output, target)
     dx = model.backward(mse_loss_backward(output, target))
 
-    result = {"loss": loss, "output": output, "dW": model.dW, "db": model.db, "dx": dx, "dy": model.dy, "dz": model.dz}
+    result = {"loss": loss, "output": output, "dW": model.dW, "db": model.db, "dx": dx}
+    result |= {"dy": model.dy, "dz": model.dz}
     return result | ({"dscale": model.dscale, "dshift": model.dshift} if norm == "pre" else {})

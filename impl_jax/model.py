@@ -4,7 +4,7 @@ The module is split into (graphdef, params) with nnx.split and the loss is diffe
 with plain jax.grad over params, the functional style of Flax's NNX examples: this is
 the version that shows what `jit(grad(loss))` does. Flax keeps a kernel as (d_in, d_out),
 the transpose of torch's weight: `from_params` transposes the weights in, `loss_and_grads`
-the gradients out. impl_jax/scan.py scans long runs of equal layers, so that deep networks compile.
+the gradients out. A network with a long run of equal layers goes to impl_jax/scan.py.
 """
 
 import math
@@ -20,10 +20,8 @@ from . import scan
 GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gimpel, 2016)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float: JAX applies it in the array's dtype
 SQRT_1_OVER_2 = math.sqrt(0.5)
-LAYER_NORM_EPS = 1e-5  # the book's LayerNorm eps: keeps 1 / sqrt(var + eps) finite on a constant row
-# A run of this many equal layers is stacked and scanned (scan.py): XLA compiles one layer of it, whatever
-# the depth. Shorter runs, the book's network among them, stay the book's loop; docs/jax-depth.md measures.
-SCAN_MIN_LAYERS = 8
+LAYER_NORM_EPS = 1e-5  # the book's eps: keeps 1 / sqrt(var + eps) finite on a constant row
+SCAN_MIN_LAYERS = 8  # a run this long of equal layers goes to scan.py, compiled once, not unrolled
 
 
 def gelu(x: jax.Array, form: str) -> jax.Array:
@@ -49,7 +47,7 @@ class GELU(nnx.Module):
 
 
 class LayerNorm(nnx.Module):
-    """The book's LayerNorm, written out rather than nnx.LayerNorm: x (..., emb_dim) over its last dimension."""
+    """The book's LayerNorm, written out rather than nnx.LayerNorm: x (..., emb_dim), last axis."""
 
     def __init__(self, emb_dim: int, *, dtype):
         self.eps = LAYER_NORM_EPS
@@ -63,51 +61,66 @@ class LayerNorm(nnx.Module):
         return self.scale[...] * norm_x + self.shift[...]
 
 
-def make_layer(d_in: int, d_out: int, rngs: nnx.Rngs, *, gelu_form: str, norm: str, dtype) -> nnx.Sequential:
+def make_layer(
+    d_in: int, d_out: int, rngs: nnx.Rngs, *, gelu_form: str, norm: str, dtype
+) -> nnx.Sequential:
     """One of the book's layers, (LayerNorm,) Linear, GELU: x (..., d_in) -> (..., d_out).
 
     The norm is the layer's first step here (torch keeps it beside): a stacked run scans it too."""
     # HIGHEST: float32 matmuls in full float32 on every backend (no TF32/bf16 passes on a GPU).
-    linear = nnx.Linear(d_in, d_out, param_dtype=dtype, precision=jax.lax.Precision.HIGHEST, rngs=rngs)
-    return nnx.Sequential(*[LayerNorm(d_in, dtype=dtype)] * (norm == "pre"), linear, GELU(gelu_form))
+    precision = jax.lax.Precision.HIGHEST
+    linear = nnx.Linear(d_in, d_out, param_dtype=dtype, precision=precision, rngs=rngs)
+    norms = [LayerNorm(d_in, dtype=dtype)] if norm == "pre" else []
+    return nnx.Sequential(*norms, linear, GELU(gelu_form))
 
 
 class ExampleDeepNeuralNetwork(nnx.Module):
-    """(LayerNorm +) Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match.
-    self.layers[j] is run_lengths[j] of the book's layers: one, or a run stacked, kernel (L, d, d)."""
+    """(LayerNorm +) Linear + GELU layers; use_shortcut: x = x + layer(x) where the shapes match."""
 
-    def __init__(self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str, norm: str = "none", *, dtype, rngs):
-        """norm "pre": a LayerNorm in front of every layer, x = x + layer(LN(x)), as GPT-2; "none": the book's."""
+    def __init__(
+        self,
+        layer_sizes: list[int],
+        use_shortcut: bool,
+        gelu_form: str,
+        norm: str = "none",
+        *,
+        dtype,
+        rngs: nnx.Rngs,
+    ):
+        """norm "pre": a LayerNorm in front of every layer, x = x + layer(LN(x)), as GPT-2;
+        "none": the book's."""
         self.use_shortcut = use_shortcut
         if norm not in ("none", "pre"):
             raise ValueError(f"unknown norm {norm!r}: use 'none' or 'pre'")
         layer = partial(make_layer, gelu_form=gelu_form, norm=norm, dtype=dtype)
-        self.layers, self.run_lengths = scan.stack_runs(layer, layer_sizes, SCAN_MIN_LAYERS, rngs)
+        sizes = zip(layer_sizes[:-1], layer_sizes[1:])
+        self.layers = nnx.List(layer(d_in, d_out, rngs) for d_in, d_out in sizes)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """x (..., sizes[0]) -> (..., sizes[-1]): the book's loop, a stacked run taking one step."""
-        for layer, count in zip(self.layers, self.run_lengths):
-            x = self.apply_layer(layer, x) if count == 1 else scan.scan_layers(self.apply_layer, layer, x)
+        """x (..., sizes[0]) -> (..., sizes[-1])."""
+        for layer in self.layers:
+            layer_output = layer(x)  # (..., d_out)
+            if self.use_shortcut and x.shape == layer_output.shape:
+                x = x + layer_output  # the shortcut: the input joins the output
+            else:
+                x = layer_output
         return x
-
-    def apply_layer(self, layer: nnx.Sequential, x: jax.Array) -> jax.Array:
-        """The book's loop body: x (..., d_in) -> (..., d_out)."""
-        layer_output = layer(x)  # (..., d_out)
-        if self.use_shortcut and x.shape == layer_output.shape:
-            return x + layer_output  # the shortcut: the input joins the output
-        return layer_output
 
     @classmethod
     def from_params(cls, params: list, use_shortcut: bool, gelu_form: str, norm: str, *, dtype):
-        """The network holding params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout, with norm
-        "pre" (W, b, scale (d_in,), shift (d_in,)); dtype a jnp.dtype, which the parameters take."""
+        """The network holding params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's
+        layout, with norm "pre" (W, b, scale (d_in,), shift (d_in,)); dtype a jnp.dtype, which
+        the parameters take."""
         sizes = [params[0][0].shape[1]] + [layer[0].shape[0] for layer in params]
-        # eval_shape builds the structure without drawing (or compiling) a random init: params take its place.
-        model = nnx.eval_shape(lambda: cls(sizes, use_shortcut, gelu_form, norm, dtype=dtype, rngs=nnx.Rngs(0)))
-        for layer, (W, b, *norm_params) in zip(model.layers, scan.stacked(params, model.run_lengths)):
+        # eval_shape builds the structure, drawing no random init: params then take its place.
+        model = nnx.eval_shape(
+            lambda: cls(sizes, use_shortcut, gelu_form, norm, dtype=dtype, rngs=nnx.Rngs(0))
+        )
+        for layer, (W, b, *norm_params) in zip(model.layers, params):
             *norm_layer, linear, _ = layer.layers  # norm_layer: [LayerNorm] for pre-LN, else []
-            linear.kernel = nnx.Param(jnp.asarray(np.swapaxes(W, -1, -2), dtype))  # torch (out, in) -> Flax (in, out)
-            linear.bias = nnx.Param(jnp.asarray(b, dtype))
+            kernel = np.swapaxes(W, -1, -2)  # (d_in, d_out): torch (out, in) -> Flax (in, out)
+            linear.kernel = nnx.Param(jnp.asarray(kernel, dtype))
+            linear.bias = nnx.Param(jnp.asarray(b, dtype))  # (d_out,)
             for ln in norm_layer:
                 ln.scale, ln.shift = (nnx.Param(jnp.asarray(p, dtype)) for p in norm_params)
         return model
@@ -125,31 +138,51 @@ def loss_fn(params: nnx.State, graphdef: nnx.GraphDef, x: jax.Array, target: jax
     return mse_loss(output, target), output
 
 
-# value_and_grad is jax.grad that also returns the value. graphdef is static: one compilation per network structure, GELU form and dtype.
+# value_and_grad: jax.grad that returns the loss too. graphdef is static: one compile per network.
 grad_fn = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 2), has_aux=True), static_argnums=1)
 
 
-def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
+def loss_and_grads(
+    params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none"
+) -> dict:
     """The common entry point: loss, output and every gradient, as NumPy arrays (docs/contract.md).
 
-    params as from_params takes them; x (..., sizes[0]); target broadcastable to the output; dtype "float32" or
-    "float64"; gelu_form "tanh" or "exact". Returns {"loss", "output", "dW", "db", "dx"}, pre-LN's dscale, dshift."""
+    params as from_params takes them; x (..., sizes[0]); target broadcastable to the output;
+    dtype "float32" or "float64"; gelu_form "tanh" or "exact". Returns {"loss", "output", "dW",
+    "db", "dx"}, pre-LN's dscale, dshift."""
     if any(len(layer) != {"none": 2, "pre": 4}.get(norm) for layer in params):
-        raise ValueError(f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'")
+        raise ValueError(
+            f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'"
+        )
+    if scan.longest_run(params) >= SCAN_MIN_LAYERS:  # the same results, each run compiled once
+        options = dict(use_shortcut=use_shortcut, gelu_form=gelu_form, dtype=dtype, norm=norm)
+        return scan.loss_and_grads(params, x, target, **options)
     # float64 only inside this call: enable_x64 is a context, no global flag is left set.
     with jax.enable_x64(dtype == "float64"):
-        jdtype = jnp.dtype(dtype)
-        model = ExampleDeepNeuralNetwork.from_params(params, use_shortcut, gelu_form, norm, dtype=jdtype)
+        jax_dtype = jnp.dtype(dtype)
+        model = ExampleDeepNeuralNetwork.from_params(
+            params, use_shortcut, gelu_form, norm, dtype=jax_dtype
+        )
         graphdef, model_params = nnx.split(model, nnx.Param)
-        x, target = jnp.asarray(x, jdtype), jnp.asarray(target, jdtype)
+        x = jnp.asarray(x, jax_dtype)
+        target = jnp.asarray(target, jax_dtype)
 
         (loss, output), (dparams, dx) = grad_fn(model_params, graphdef, x, target)
 
-        dlayers, grads = nnx.to_pure_dict(dparams)["layers"], {}
-        for j, count in enumerate(model.run_lengths):
-            steps = dlayers[j]["layers"]  # {0: LayerNorm's, 1: Linear's} for pre-LN, else {0: Linear's}
-            found = {"dW": np.swapaxes(steps[len(steps) - 1]["kernel"], -1, -2), "db": steps[len(steps) - 1]["bias"]}
-            found |= {"dscale": steps[0]["scale"], "dshift": steps[0]["shift"]} if len(steps) == 2 else {}
-            for key, grad in found.items():  # a run's (L, ...) as L arrays, one layer's as itself
-                grads.setdefault(key, []).extend(np.asarray(grad) if count > 1 else [np.asarray(grad)])
-        return {"loss": np.asarray(loss), "output": np.asarray(output), **grads, "dx": np.asarray(dx)}
+        dlayers = nnx.to_pure_dict(dparams)["layers"]  # {i: layer i's gradients}
+        # Layer i's steps: {0: LayerNorm's, 1: Linear's} for pre-LN, else {0: Linear's}.
+        steps = [dlayers[i]["layers"] for i in range(len(params))]
+        linears = [s[len(s) - 1] for s in steps]
+        result = {
+            "loss": np.asarray(loss),
+            "output": np.asarray(output),
+            "dW": [np.asarray(d["kernel"].T) for d in linears],  # Flax (in, out) -> torch (out, in)
+            "db": [np.asarray(d["bias"]) for d in linears],
+            "dx": np.asarray(dx),
+        }
+        if norm == "pre":
+            result |= {
+                "dscale": [np.asarray(s[0]["scale"]) for s in steps],
+                "dshift": [np.asarray(s[0]["shift"]) for s in steps],
+            }
+    return result

@@ -15,7 +15,7 @@ from torch import nn
 GELU_CUBIC = 0.044715  # the 0.044715 in the tanh approximation (Hendrycks & Gimpel, 2016)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float: torch applies it in the tensor's dtype
 SQRT_1_OVER_2 = math.sqrt(0.5)
-LAYER_NORM_EPS = 1e-5  # the book's LayerNorm eps: keeps 1 / sqrt(var + eps) finite on a constant row
+LAYER_NORM_EPS = 1e-5  # the book's eps: keeps 1 / sqrt(var + eps) finite on a constant row
 
 
 def gelu(x: torch.Tensor, form: str) -> torch.Tensor:
@@ -41,7 +41,7 @@ class GELU(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """The book's LayerNorm, written out rather than nn.LayerNorm: x (..., emb_dim) over its last dimension."""
+    """The book's LayerNorm, written out rather than nn.LayerNorm: x (..., emb_dim), last axis."""
 
     def __init__(self, emb_dim: int):
         super().__init__()
@@ -58,8 +58,8 @@ class LayerNorm(nn.Module):
 
 @contextmanager
 def full_float32_matmuls():
-    """float32 matmuls in full float32 (no TF32), so a run on a GPU agrees with the CPU. The flags are
-    process-wide: set for the length of the block and put back after, never at import."""
+    """float32 matmuls in full float32 (no TF32), so a run on a GPU agrees with the CPU. The
+    flags are process-wide: set for the length of the block and put back after, never at import."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
@@ -74,18 +74,22 @@ def make_layer(d_in: int, d_out: int, gelu_form: str) -> nn.Sequential:
 
 
 class ExampleDeepNeuralNetwork(nn.Module):
-    """(LayerNorm +) Linear + GELU layers; with use_shortcut, x = x + layer(x) wherever the shapes match."""
+    """(LayerNorm +) Linear + GELU layers; use_shortcut: x = x + layer(x) where the shapes match."""
 
-    def __init__(self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str, norm: str = "none"):
-        """norm "pre": a LayerNorm in front of every layer, x = x + layer(LN(x)), as GPT-2; "none": the book's."""
+    def __init__(
+        self, layer_sizes: list[int], use_shortcut: bool, gelu_form: str, norm: str = "none"
+    ):
+        """norm "pre": a LayerNorm in front of every layer, x = x + layer(LN(x)), as GPT-2;
+        "none": the book's."""
         super().__init__()
         self.use_shortcut = use_shortcut
         sizes = list(zip(layer_sizes[:-1], layer_sizes[1:]))
         self.layers = nn.ModuleList(make_layer(d_in, d_out, gelu_form) for d_in, d_out in sizes)
         if norm not in ("none", "pre"):
             raise ValueError(f"unknown norm {norm!r}: use 'none' or 'pre'")
-        # nn.Identity has no parameters: without the norm the state_dict is the book's, name for name.
-        self.norms = nn.ModuleList(LayerNorm(d_in) if norm == "pre" else nn.Identity() for d_in, _ in sizes)
+        # nn.Identity has no parameters: without the norm, the state_dict is the book's.
+        norms = (LayerNorm(d_in) if norm == "pre" else nn.Identity() for d_in, _ in sizes)
+        self.norms = nn.ModuleList(norms)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., sizes[0]) -> (..., sizes[-1])."""
@@ -98,21 +102,25 @@ class ExampleDeepNeuralNetwork(nn.Module):
         return x
 
     @classmethod
-    def from_params(cls, params: list, use_shortcut: bool, gelu_form: str, norm: str, *, dtype: torch.dtype):
-        """The network holding params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's layout, with norm
-        "pre" (W, b, scale (d_in,), shift (d_in,)); dtype a torch.dtype, which the parameters take."""
+    def from_params(
+        cls, params: list, use_shortcut: bool, gelu_form: str, norm: str, *, dtype: torch.dtype
+    ):
+        """The network holding params: [(W (d_out, d_in), b (d_out,)), ...] NumPy arrays in torch's
+        layout, with norm "pre" (W, b, scale (d_in,), shift (d_in,)); dtype a torch.dtype, which
+        the parameters take."""
         sizes = [params[0][0].shape[1]] + [layer[0].shape[0] for layer in params]
-        # On the meta device nn.Linear allocates nothing and draws no random init: the caller's torch
-        # RNG is untouched. The shared weights then take the parameters' place, by the book's names.
+        # On the meta device nn.Linear allocates nothing and draws no random init: the caller's
+        # torch RNG is untouched. The weights then take the parameters' place, by the book's names.
         with torch.device("meta"):
             model = cls(sizes, use_shortcut, gelu_form, norm)
         weights = {}
-        for i, (W, b, *norm_params) in enumerate(params):  # norm_params: pre-LN's (scale, shift), (d_in,) each
-            weights[f"layers.{i}.0.weight"] = torch.tensor(np.asarray(W), dtype=dtype)  # (d_out, d_in)
-            weights[f"layers.{i}.0.bias"] = torch.tensor(np.asarray(b), dtype=dtype)  # (d_out,)
+        for i, (W, b, *norm_params) in enumerate(params):  # norm_params: pre-LN's (scale, shift)
+            # torch's layout as it is: W (d_out, d_in), b (d_out,), scale and shift (d_in,)
+            weights[f"layers.{i}.0.weight"] = torch.tensor(np.asarray(W), dtype=dtype)
+            weights[f"layers.{i}.0.bias"] = torch.tensor(np.asarray(b), dtype=dtype)
             for name, p in zip(("scale", "shift"), norm_params):
-                weights[f"norms.{i}.{name}"] = torch.tensor(np.asarray(p), dtype=dtype)  # (d_in,)
-        # strict: a pre-LN layer without its norm's scale and shift is refused, as are ones the network lacks.
+                weights[f"norms.{i}.{name}"] = torch.tensor(np.asarray(p), dtype=dtype)
+        # strict: a missing scale or shift is refused, and so is a name the network lacks.
         model.load_state_dict(weights, assign=True)
         return model
 
@@ -122,15 +130,22 @@ def mse_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean((output - target) ** 2)
 
 
-def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
+def loss_and_grads(
+    params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none"
+) -> dict:
     """The common entry point: loss, output and every gradient, as NumPy arrays (docs/contract.md).
 
-    params as from_params takes them; x (..., sizes[0]); target broadcastable to the output; dtype "float32" or
-    "float64"; gelu_form "tanh" or "exact". Returns {"loss", "output", "dW", "db", "dx"}, pre-LN's dscale, dshift."""
+    params as from_params takes them; x (..., sizes[0]); target broadcastable to the output;
+    dtype "float32" or "float64"; gelu_form "tanh" or "exact". Returns {"loss", "output", "dW",
+    "db", "dx"}, pre-LN's dscale, dshift."""
     if any(len(layer) != {"none": 2, "pre": 4}.get(norm) for layer in params):
-        raise ValueError(f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'")
+        raise ValueError(
+            f"norm={norm!r} takes layers (W, b) for 'none', (W, b, scale, shift) for 'pre'"
+        )
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    model = ExampleDeepNeuralNetwork.from_params(params, use_shortcut, gelu_form, norm, dtype=torch_dtype)
+    model = ExampleDeepNeuralNetwork.from_params(
+        params, use_shortcut, gelu_form, norm, dtype=torch_dtype
+    )
     x = torch.tensor(np.asarray(x), dtype=torch_dtype, requires_grad=True)
     target = torch.tensor(np.asarray(target), dtype=torch_dtype)
 

@@ -41,19 +41,19 @@ def network(name: str):
     return params, x, target, dtype
 
 
-def build(sizes, dtype="float32"):
-    """The JAX model's structure for these sizes, without drawing an init."""
+def build(sizes, network_class=None, dtype="float32"):
+    """The structure of a network for these sizes, without drawing an init: impl_jax.scan's
+    ScannedNetwork unless another class (the reference's) is given."""
     import jax.numpy as jnp
     from flax import nnx
 
-    from impl_jax.model import ExampleDeepNeuralNetwork
+    from impl_jax.scan import ScannedNetwork
 
-    return nnx.eval_shape(
-        lambda: ExampleDeepNeuralNetwork(list(sizes), True, "tanh", dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0))
-    )
+    cls = network_class or ScannedNetwork
+    return nnx.eval_shape(lambda: cls(list(sizes), True, "tanh", dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0)))
 
 
-def lowered_text(sizes) -> str:
+def lowered_text(sizes, network_class=None) -> str:
     """grad_fn lowered to StableHLO for a (1, sizes[0]) input: the program XLA is handed to compile."""
     import jax
     import jax.numpy as jnp
@@ -61,7 +61,7 @@ def lowered_text(sizes) -> str:
 
     from impl_jax.model import grad_fn
 
-    graphdef, params = nnx.split(build(sizes), nnx.Param)
+    graphdef, params = nnx.split(build(sizes, network_class), nnx.Param)
     x, target = jax.ShapeDtypeStruct((1, sizes[0]), jnp.float32), jax.ShapeDtypeStruct((1, sizes[-1]), jnp.float32)
     return grad_fn.lower(params, graphdef, x, target).as_text()
 
@@ -84,7 +84,7 @@ def test_deep_networks_agree_with_torch_and_numpy(net, form, use_shortcut):
 @pytest.mark.parametrize("net", ["non-square-3d", "width-8x40"])
 @pytest.mark.parametrize("form", ["tanh", "exact"])
 def test_scan_gives_the_unrolled_loops_numbers(net, form, monkeypatch):
-    """The same network with the scan turned off: the book's loop over every layer, as before.
+    """The same network with the scan turned off: the reference class, the book's loop over every layer.
 
     Measured: bit-identical here. 4 ulps of each tensor's largest element passes a reordering by
     XLA and fails a gradient sent to the wrong slice of the stack (a neighbouring layer's, 1e-2 away)."""
@@ -102,7 +102,7 @@ def test_scan_gives_the_unrolled_loops_numbers(net, form, monkeypatch):
 
 
 def test_long_runs_are_stacked_and_short_ones_stay_the_books_layers():
-    from impl_jax.model import SCAN_MIN_LAYERS
+    from impl_jax.model import SCAN_MIN_LAYERS, ExampleDeepNeuralNetwork
 
     book = build((3, 3, 3, 3, 3, 1))
     assert book.run_lengths == (1, 1, 1, 1, 1)
@@ -113,6 +113,8 @@ def test_long_runs_are_stacked_and_short_ones_stay_the_books_layers():
     assert deep.run_lengths == (1, 19, 1)
     stacked = deep.layers[1].layers[0]
     assert (stacked.kernel.shape, stacked.bias.shape) == ((19, 5, 5), (19, 5))  # (L, d_in, d_out), (L, d_out)
+    reference = build((3,) + (5,) * 20 + (2,), ExampleDeepNeuralNetwork)  # the book's loop: one entry a layer
+    assert [layer.layers[0].kernel.shape for layer in reference.layers] == [(3, 5)] + [(5, 5)] * 19 + [(5, 2)]
 
 
 def test_the_program_does_not_grow_with_depth():
@@ -130,6 +132,26 @@ def test_the_program_does_not_grow_with_depth():
 
 def test_the_books_network_is_not_scanned():
     assert "stablehlo.while" not in lowered_text((3, 3, 3, 3, 3, 1))
+
+
+@pytest.mark.parametrize("net, scanned", [("book", False), ("non-square-3d", True)], ids=["book", "deep"])
+def test_the_reference_hands_only_long_runs_to_the_scan(net, scanned, monkeypatch):
+    """impl_jax.model.loss_and_grads runs the book's loop itself, and calls impl_jax.scan's entry
+    point where a run of SCAN_MIN_LAYERS equal layers or more would make the unrolled program large."""
+    import impl_jax.model
+    import impl_jax.scan
+
+    if net == "book":
+        params = seeded_params((3, 3, 3, 3, 3, 1), 123)
+        x, target, dtype = default_input(3), default_target(1), "float32"
+    else:
+        params, x, target, dtype = network(net)
+    calls = []
+    scan_entry = impl_jax.scan.loss_and_grads
+    monkeypatch.setattr(impl_jax.scan, "loss_and_grads", lambda *a, **kw: calls.append(1) or scan_entry(*a, **kw))
+    result = impl_jax.model.loss_and_grads(params, x, target, use_shortcut=True, gelu_form="tanh", dtype=dtype)
+    assert calls == [1] * scanned
+    assert [dW.shape for dW in result["dW"]] == [W.shape for W, _ in params]
 
 
 def test_no_deprecation_warnings_on_the_scanned_path():
