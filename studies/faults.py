@@ -44,6 +44,7 @@ class Fault:
     dtypes: tuple = BOTH_DTYPES  # where the bug exists at all
     batched: bool = False  # shows only when the input has more than one row
     norm: str = "none"  # "pre": a LayerNorm fault, run on the pre-LN network
+    square: bool = False  # shows only on a network with a square layer
 
     def expected(self, dtype: str, use_shortcut: bool) -> str | None:
         return self.first.get((dtype, use_shortcut), self.first.get(use_shortcut))
@@ -174,6 +175,7 @@ FAULTS = [
         "Flax kernel loaded as W, not W.T: x @ W on the square layers",
         wrapped(impl_jax, kernel_not_transposed, transpose_square_dW),
         LOSS_BOTH,
+        square=True,
     ),
     Fault(
         "dW-transposed",
@@ -182,6 +184,7 @@ FAULTS = [
         wrapped(impl_numpy, fix_result=transpose_square_dW),
         {False: "layers.3.0.weight", True: "layers.3.0.weight"},  # the last square layer, first in backprop
         means_miss=True,
+        square=True,
     ),
     Fault(
         "sign-flipped",
@@ -331,7 +334,7 @@ def table() -> str:
                 fd = numerical.loss_and_grads(
                     params, x, target, use_shortcut=use_shortcut, gelu_form="tanh", **norm_kw(params)
                 )
-                fd_sees |= not oracle.check({fault.framework: results[fault.framework]}, fd, dtype)["agree"]
+                fd_sees |= not oracle.compare({fault.framework: results[fault.framework]}, fd, dtype)["agree"]
                 caught |= not report["agree"]
                 means |= means_see_it(run, dtype)
                 loose = {k: loose[k] or v for k, v in loose_checks_see_it(results).items()}

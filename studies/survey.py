@@ -5,11 +5,11 @@
     python -m studies.survey --threads          # whose results change with the thread count
 
 Every cell runs each framework on one input, compares them with shortcut_gradients.verdict.check.compare
-under the bound of shortcut_gradients.verdict.sensitivity (measured once per input with the NumPy reference, in
-float64), taken again in float64 where float32 cannot tell the GELU forms apart (as compare.py
-does), and counts:
+under the bound of shortcut_gradients.verdict.bound (measured once per input with the NumPy reference, in
+float64), and takes the verdict with verdict/decide.py, as compare.py does (again in float64 where
+float32 cannot tell the GELU forms apart), and counts:
 a DISAGREE between correct implementations is a false alarm; each fault (FAULTS, the
-catalogue's bugs that can be applied through loss_and_grads alone) must turn the verdict to
+studies/faults.py's catalogue, those that show on any network) must turn the verdict to
 DISAGREE; and the same input is run `reruns` times, every result compared bit for bit with
 the first and the verdict taken again wherever one differs.
 
@@ -27,14 +27,15 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from shortcut_gradients.cli import parse_ints
 from shortcut_gradients.plumbing import frameworks, weights
 from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
-from shortcut_gradients.verdict import check, sensitivity
-from shortcut_gradients.verdict.run import MEASURE
+from shortcut_gradients.verdict import bound, check, decide
+from shortcut_gradients.verdict.run import first_overflow, own_copies
 
 
 @dataclass(frozen=True)
@@ -110,57 +111,28 @@ def typed(inputs: tuple, dtype: str) -> tuple[list, np.ndarray, np.ndarray]:
     return [(W.astype(dtype), b.astype(dtype)) for W, b in params], x.astype(dtype), target.astype(dtype)
 
 
-# --- faults that loss_and_grads alone can make (studies/faults.py has the whole catalogue) ------
+# --- faults: studies/faults.py's catalogue, those that show on any network of the grid -----------
+
+SURVEYED = ("exact-gelu-in-one", "sign-flipped", "dW-transposed", "bias-first-row-only", "jax-float32-told-float64")
 
 
-# Each takes (fn, params, x, target, kw, correct): the faulty framework's loss_and_grads, the
-# cell's inputs and keywords, and its correct result; it returns the faulty result.
+def surveyed_faults() -> list:
+    """The catalogue's Fault records named in SURVEYED (imported here: the catalogue loads every framework)."""
+    from studies.faults import FAULTS
+
+    return [fault for fault in FAULTS if fault.name in SURVEYED]
 
 
-def exact_gelu_in_one(fn, params, x, target, kw, correct):
-    """exact-gelu-in-one: torch computes the other GELU form."""
-    return fn(params, x, target, **{**kw, "gelu_form": "exact" if kw["gelu_form"] == "tanh" else "tanh"})
+def patched(fault):
+    """The faulty framework's loss_and_grads: the catalogue's patch applied for the length of each call."""
+    import pytest
 
+    def loss_and_grads(params, x, target, **kw):
+        with pytest.MonkeyPatch.context() as mp:
+            fault.patch(mp)
+            return frameworks.load(fault.framework)(params, x, target, **kw)
 
-def sign_flipped(fn, params, x, target, kw, correct):
-    """sign-flipped: dL/d(output) = 2 (target - output) / N. The backward is linear in it, so
-    every gradient is negated, exactly."""
-    return {**correct, "dW": [-g for g in correct["dW"]], "db": [-g for g in correct["db"]], "dx": -correct["dx"]}
-
-
-def dW_transposed(fn, params, x, target, kw, correct):
-    """dW-transposed: x^T dz for dz^T x, silent on square layers."""
-    return {**correct, "dW": [g.T if g.shape[0] == g.shape[1] else g for g in correct["dW"]]}
-
-
-def bias_first_row_only(fn, params, x, target, kw, correct):
-    """bias-first-row-only: db = dz[0], the first row's share of the batch's db (its own mean loss, over n)."""
-    first_row = fn(params, x[:1], target[:1], **kw)
-    return {**correct, "db": [g / x.shape[0] for g in first_row["db"]]}
-
-
-def float32_told_float64(fn, params, x, target, kw, correct):
-    """jax-float32-told-float64: x64 not enabled, JAX computes in float32 while told float64."""
-    r = fn(params, x, target, **{**kw, "dtype": "float32"})
-    return {k: [g.astype(np.float64) for g in v] if isinstance(v, list) else v.astype(np.float64) for k, v in r.items()}
-
-
-@dataclass(frozen=True)
-class Fault:
-    framework: str  # the implementation made wrong
-    make: object  # (fn, params, x, target, kw, correct) -> the faulty result
-    rows: int = 1  # the fewest rows it shows on
-    dtypes: tuple[str, ...] = ("float32", "float64")  # where the bug exists at all
-    square: bool = False  # needs a square layer
-
-
-FAULTS = {
-    "exact-gelu-in-one": Fault("torch", exact_gelu_in_one),
-    "sign-flipped": Fault("numpy", sign_flipped),
-    "dW-transposed": Fault("numpy", dW_transposed, square=True),
-    "bias-first-row-only": Fault("numpy", bias_first_row_only, rows=2),
-    "jax-float32-told-float64": Fault("jax", float32_told_float64, dtypes=("float64",)),
-}
+    return loss_and_grads
 
 
 def fingerprint(result: dict) -> str:
@@ -172,78 +144,92 @@ def fingerprint(result: dict) -> str:
 
 
 def survey_cell(
-    case: Case, dtype: str, use_shortcut: bool, bound: dict, fns: dict, config: SurveyConfig, in_float64: bool
+    case: Case, dtype: str, use_shortcut: bool, measured: dict, resolution: dict, fns: dict, config: SurveyConfig
 ) -> dict:
-    """One input in one dtype and shortcut setting: the verdict, the faults, the reruns. With
-    `in_float64`, each verdict is taken again in float64 where the cell's dtype agrees, as
-    compare.py does where float32 cannot tell the GELU forms apart."""
-    inputs = {d: typed(case_inputs(case), d) for d in {dtype, "float64" if in_float64 else dtype}}
-    params, x, target = inputs[dtype]
+    """One input in one dtype and shortcut setting: the verdict, the faults, the reruns, each
+    verdict decided by verdict/decide.py as compare.py's is (its float64 rerun on the case's
+    float64 inputs)."""
+    inputs = {d: typed(case_inputs(case), d) for d in {dtype, "float64"}}
     kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu, "dtype": dtype}
-    correct = {name: fn(params, x, target, **kw) for name, fn in fns.items()}
-    kw64 = kw | {"dtype": "float64"}
-    correct64 = {name: fn(*inputs["float64"], **kw64) for name, fn in fns.items()} if in_float64 else {}
 
-    def verdict(report: dict, fault=None) -> dict:
-        """`report`, compare's in the cell's dtype, or where it agrees and `in_float64`, the float64
-        one (its first mismatch marked so)."""
-        if not (in_float64 and report["agree"]):
-            return report
-        again = correct64 if fault is None else {**correct64, fault.framework: make_fault(fault, "float64")}
-        report = check.compare(again, "float64", bound)
-        if report["first_mismatch"]:
-            report["first_mismatch"]["tensor"] += " in float64"
-        return report
+    def results_of(implementations: dict, d: str) -> dict:
+        return {name: fn(*own_copies(*inputs[d]), **kw, dtype=d) for name, fn in implementations.items()}
 
-    def make_fault(fault, d):
-        p, xs, t = inputs[d]
-        results = correct if d == dtype else correct64
-        return fault.make(fns[fault.framework], p, xs, t, kw | {"dtype": d}, results[fault.framework])
+    def verdict(implementations: dict, results: dict) -> tuple[decide.Verdict, dict]:
+        """The verdict on `results`, and the comparison behind it (the float64 rerun's where it decided)."""
+        gathered = decide.Gathered(
+            dtype=dtype,
+            compared=len(results),
+            comparison=check.compare(results, dtype, measured),
+            resolution=resolution,
+            overflow=first_overflow(results),
+        )
+        decided = decide.decide(gathered)
+        if not decided.rerun:
+            return decided, gathered.comparison
+        rerun = check.compare(results_of(implementations, "float64"), "float64", measured)
+        if rerun["first_mismatch"]:
+            rerun["first_mismatch"] |= {"dtype": "float64"}
+        return decide.decide(replace(gathered, rerun=rerun)), rerun
 
-    first = check.compare(correct, dtype, bound)  # the room and allowances are the cell's own dtype's
-    report = verdict(first)
+    correct = results_of(fns, dtype)
+    first = check.compare(correct, dtype, measured)  # the room and allowances are the cell's own dtype's
+    decided, _ = verdict(fns, correct)
     tensor, room = max(first["room"].items(), key=lambda item: item[1])
     fixed = check.compare(correct, dtype)  # the per-dtype tolerance, for comparison
 
     caught, missed = [], []
+    params = inputs[dtype][0]
     square = any(W.shape[0] == W.shape[1] for W, _ in params)
-    for name, fault in FAULTS.items():
-        if fault.framework not in fns or len(fns) < 2 or dtype not in fault.dtypes or case.n < fault.rows:
+    for fault in surveyed_faults():
+        if fault.framework not in fns or len(fns) < 2 or dtype not in fault.dtypes:
             continue
-        if fault.square and not square:
+        if (fault.batched and case.n < 2) or (fault.square and not square):
             continue
-        faulty = verdict(check.compare({**correct, fault.framework: make_fault(fault, dtype)}, dtype, bound), fault)
-        if faulty["agree"]:  # with how close it came: its largest share of an allowance, and where
-            closest, share = max(faulty["room"].items(), key=lambda item: item[1])
-            missed.append(f"{name} ({share:.2f} of the allowance at {closest})")
+        faulty = {**fns, fault.framework: patched(fault)}
+        results = {
+            **correct,
+            fault.framework: results_of({fault.framework: faulty[fault.framework]}, dtype)[fault.framework],
+        }
+        faulty_verdict, comparison = verdict(faulty, results)
+        if (
+            faulty_verdict.status == decide.AGREE
+        ):  # with how close it came: its largest share of an allowance, and where
+            closest, share = max(comparison["room"].items(), key=lambda item: item[1])
+            missed.append(f"{fault.name} ({share:.2f} of the allowance at {closest})")
         else:
-            caught.append((name, faulty["first_mismatch"]["tensor"]))
+            caught.append((fault.name, found_at(faulty_verdict.first_mismatch)))
 
     prints = {name: {fingerprint(r)} for name, r in correct.items()}
     flips = 0
     for _ in range(config.reruns - 1):
-        again = {name: fn(params, x, target, **kw) for name, fn in fns.items()}
+        again = results_of(fns, dtype)
         changed = False
         for name, r in again.items():
             changed |= fingerprint(r) not in prints[name]
             prints[name].add(fingerprint(r))
         if changed:  # only a result that differs can change the verdict
-            flips += check.compare(again, dtype, bound)["agree"] != first["agree"]
+            flips += check.compare(again, dtype, measured)["agree"] != first["agree"]
     return {
-        "agree": report["agree"],
-        "first_mismatch": report["first_mismatch"],
+        "agree": decided.status == decide.AGREE,
+        "first_mismatch": decided.first_mismatch,
         "fixed_agree": fixed["agree"],
         "fixed_worst": max(fixed["max_rel_diff"].values()),
         "room": room,
         "room_tensor": tensor,
         "allowed_rel_diff": first["allowed_rel_diff"],
         "max_rel_diff": first["max_rel_diff"],
-        "in_float64": in_float64,
+        "in_float64": dtype == "float32" and not resolution["resolved"],
         "caught": caught,
         "missed": missed,
         "distinct": {name: len(p) for name, p in prints.items()},
         "flips": flips,
     }
+
+
+def found_at(mismatch: dict) -> str:
+    """A first mismatch's tensor, marked where the float64 rerun found it."""
+    return mismatch["tensor"] + (" in float64" if mismatch.get("dtype") == "float64" else "")
 
 
 def survey(config: SurveyConfig, progress=lambda text: None) -> list[dict]:
@@ -255,12 +241,10 @@ def survey(config: SurveyConfig, progress=lambda text: None) -> list[dict]:
         for use_shortcut in (False, True):
             start = time.perf_counter()
             kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu}
-            bound = sensitivity.sensitivity(MEASURE, params, x, target, **kw)  # float64, once for both dtypes
+            measured = bound.measure(*own_copies(params, x, target), **kw)  # float64, once for both dtypes
             for dtype in config.dtypes:
-                # As compare.py: where float32 cannot tell the GELU forms apart, a float64 rerun decides too.
-                resolution = sensitivity.gelu_form_resolution(MEASURE, params, x, target, bound, dtype, **kw)
-                in_float64 = dtype == "float32" and not resolution["resolved"]
-                cell = survey_cell(case, dtype, use_shortcut, bound, fns, config, in_float64)
+                resolution = bound.gelu_form_resolution(*own_copies(params, x, target), measured, dtype, **kw)
+                cell = survey_cell(case, dtype, use_shortcut, measured, resolution, fns, config)
                 cell.update(case=case, dtype=dtype, use_shortcut=use_shortcut, gelu_resolution=resolution)
                 cell.update(seconds=time.perf_counter() - start)
                 start = time.perf_counter()
@@ -281,7 +265,7 @@ HEADER = (
 
 def format_row(cell: dict, config: SurveyConfig) -> str:
     case = cell["case"]
-    verdict = "AGREE" if cell["agree"] else f"**DISAGREE** at {cell['first_mismatch']['tensor']}"
+    verdict = "AGREE" if cell["agree"] else f"**DISAGREE** at {found_at(cell['first_mismatch'])}"
     verdict += " (and in float64)" if cell["in_float64"] and cell["agree"] else ""
     last = f"layers.{len(case.sizes) - 2}.0.weight"  # the last layer's dW: a batch sum, never underflowing
     faults = len(cell["caught"]) + len(cell["missed"])
@@ -363,16 +347,6 @@ def thread_dependence(argv: list[str]) -> str:
 
 
 # --- command line ------------------------------------------------------------------------------
-
-
-def parse_ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise InputError(f"{flag} takes comma-separated positive integers such as 256,1024; got {text!r}") from None
-    if not values or min(values) < 1:
-        raise InputError(f"{flag} takes comma-separated positive integers such as 256,1024; got {text!r}")
-    return values
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """All three implementations agree on every element, on networks beyond the book's.
 
-The agreement tests use compare.py's rule, the error model's bound (shortcut_gradients.verdict.sensitivity);
+The agreement tests use compare.py's rule, the error model's bound (shortcut_gradients.verdict.bound);
 the tests named "fixed" check the fixed per-dtype tolerance that compare applies when it is
 given no measurement (the exercises use it), on the small networks it was sized for.
 """
@@ -11,8 +11,8 @@ from conftest import needs
 
 from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES
 from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.verdict.bound import measure
 from shortcut_gradients.verdict.check import TOLERANCE, compare
-from shortcut_gradients.verdict.sensitivity import sensitivity
 
 FRAMEWORKS = ("torch", "jax", "numpy")
 
@@ -58,7 +58,7 @@ def run_all(name, form, dtype, use_shortcut, frameworks=FRAMEWORKS):
 def bound(name, form, use_shortcut):
     """The error model's per-element bound for a network, measured with NumPy in float64."""
     params, x, target = network(name)
-    return sensitivity(needs("numpy"), params, x, target, use_shortcut=use_shortcut, gelu_form=form)
+    return measure(params, x, target, use_shortcut=use_shortcut, gelu_form=form)
 
 
 @pytest.mark.parametrize("net, form, dtype, use_shortcut", CASES)

@@ -17,7 +17,7 @@ from conftest import needs
 
 from shortcut_gradients import compare
 from shortcut_gradients.plumbing import weights
-from shortcut_gradients.verdict import check, sensitivity
+from shortcut_gradients.verdict import bound, check
 from studies.faults import (
     FAULTS,
     batched_network,
@@ -95,22 +95,20 @@ def test_bias_faults_are_invisible_on_one_row(fault):
 
 @pytest.mark.parametrize("fault", [pytest.param(f, id=f.name) for f in FAULTS if "float32" in f.dtypes])
 def test_float32_faults_are_caught_with_the_measured_floor(fault):
-    """The property tests floor each float32 element at its measured magnitude
-    (shortcut_gradients.verdict.sensitivity.sensitivity); that leniency must not hide any fault."""
+    """The property tests floor each float32 element at its measured bound
+    (shortcut_gradients.verdict.bound.measure); that leniency must not hide any fault."""
     network = network_of(fault)
     params, x, target = network()
     for use_shortcut in (False, True):
         if fault.expected("float32", use_shortcut) is None:
             continue
         # Measured on an unpatched implementation, before the fault goes in.
-        magnitude = sensitivity.sensitivity(
-            needs("numpy"), params, x, target, use_shortcut=use_shortcut, gelu_form="tanh", **norm_kw(params)
-        )
+        measured = bound.measure(params, x, target, use_shortcut=use_shortcut, gelu_form="tanh", **norm_kw(params))
         names = ("torch", "numpy") + (
             ("jax",) if fault.framework == "jax" else ()
         )  # JAX only where it is the faulty one
         results = run_frameworks(names, fault, network, "float32", use_shortcut)
-        report = check.compare(results, "float32", magnitude=magnitude)
+        report = check.compare(results, "float32", bound=measured)
         assert not report["agree"]
         assert report["first_mismatch"]["tensor"] == fault.expected("float32", use_shortcut)
         assert fault.framework in report["first_mismatch"]["frameworks"]

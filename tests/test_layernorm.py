@@ -11,7 +11,8 @@ from shortcut_gradients import compare
 from shortcut_gradients.plumbing import weights
 from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
 from shortcut_gradients.teaching import explain
-from shortcut_gradients.verdict import check, contract, sensitivity
+from shortcut_gradients.verdict import bound as bounds
+from shortcut_gradients.verdict import check, contract
 
 # float64's promise (shortcut_gradients.verdict.check.TOLERANCE): the NumPy rule and autograd compute the same
 # sums in another order and agree to ~1e-15 here; a dropped term of the LayerNorm's backward
@@ -185,7 +186,7 @@ def test_the_three_agree_under_the_measured_bound(network, dtype):
     params, x, target = NETWORKS[network]()
     for use_shortcut in (False, True):
         kw = {"use_shortcut": use_shortcut, "gelu_form": "tanh", "norm": "pre"}
-        bound = sensitivity.sensitivity(needs("numpy"), params, x, target, **kw)
+        bound = bounds.measure(params, x, target, **kw)
         results = {fw: run(fw, network, use_shortcut, dtype) for fw in FRAMEWORKS}
         report = check.compare(results, dtype, bound)
         assert report["agree"], report["first_mismatch"]

@@ -52,7 +52,7 @@ def test_book_network_agreement(form, use_shortcut):
     params, x, target = book()
     analytic = needs("torch")(params, x, target, use_shortcut=use_shortcut, gelu_form=form, dtype="float64")
     fd = numerical.loss_and_grads(params, x, target, use_shortcut=use_shortcut, gelu_form=form)
-    report = oracle.check({"torch": analytic}, fd, "float64")
+    report = oracle.compare({"torch": analytic}, fd, "float64")
     assert report["agree"], report["first_mismatch"]
     assert report["max_rel_diff"] < 1e-10
     assert report["max_bound"] < 1e-9  # what differences can claim on each resolved element: 2.6e-10 measured
@@ -95,7 +95,7 @@ def test_oracle_catches_a_bug_all_implementations_share(monkeypatch):
     from shortcut_gradients.verdict import check
 
     assert check.compare(results, "float64")["agree"]
-    report = oracle.check(
+    report = oracle.compare(
         results, numerical.loss_and_grads(params, x, target, use_shortcut=True, gelu_form="tanh"), "float64"
     )
     assert not report["agree"] and report["first_mismatch"]["tensor"] == "loss"
@@ -131,5 +131,5 @@ def test_a_nan_gradient_never_agrees_with_the_oracle():
     fd = numerical.loss_and_grads(params, x, target, use_shortcut=True, gelu_form="tanh")
     result = needs("numpy")(params, x, target, use_shortcut=True, gelu_form="tanh", dtype="float64")
     result["dW"][2][0, 0] = np.nan
-    report = oracle.check({"numpy": result}, fd, "float64")
+    report = oracle.compare({"numpy": result}, fd, "float64")
     assert not report["agree"] and report["first_mismatch"]["tensor"] == "layers.2.0.weight"

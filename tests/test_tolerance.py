@@ -1,4 +1,4 @@
-"""The error model's rule (shortcut_gradients.verdict.sensitivity, shortcut_gradients.verdict.check.compare with a bound), checked both ways.
+"""The error model's rule (shortcut_gradients.verdict.bound, shortcut_gradients.verdict.check.compare with a bound), checked both ways.
 
 Each test that says the implementations agree has a partner that says a fault disagrees on the
 same input. The big cases are the book's weights on identical rows (all-ones input, zero target),
@@ -13,7 +13,8 @@ from conftest import needs
 
 from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES
 from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
-from shortcut_gradients.verdict import check, sensitivity
+from shortcut_gradients.verdict import bound as bounds
+from shortcut_gradients.verdict import check
 
 BOOK = (3, 3, 3, 3, 3, 1)
 
@@ -30,7 +31,7 @@ def run(names, params, x, target, dtype, use_shortcut=True, gelu_form="tanh") ->
 
 
 def bound(params, x, target, use_shortcut=True, gelu_form="tanh") -> dict:
-    return sensitivity.sensitivity(needs("numpy"), params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form)
+    return bounds.measure(params, x, target, use_shortcut=use_shortcut, gelu_form=gelu_form)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_batch_allowance_grows_with_the_rows_as_derived():
     allowed = {}
     for n in (1024, 4096):
         params, x, target = book_rows(n)
-        parts = sensitivity.error_terms(needs("numpy"), params, x, target, use_shortcut=True, gelu_form="tanh")
+        parts = bounds.error_terms(params, x, target, use_shortcut=True, gelu_form="tanh")
         for S, batch in zip(parts["own"]["dW"] + parts["own"]["db"], parts["batch"]["dW"] + parts["batch"]["db"]):
             np.testing.assert_allclose(batch, S * ((n + 1) / 2 - 1 / n + 1), rtol=1e-9)
         results = run(("torch", "numpy"), params, x, target, "float32")
@@ -137,7 +138,7 @@ def test_the_rule_is_2u_times_the_bound():
 
 
 def test_bound_has_the_result_shapes_and_covers_the_element_itself():
-    """sensitivity returns a result-like dict, each array of its tensor's shape, each element at least
+    """bound.measure returns a result-like dict, each array of its tensor's shape, each element at least
     |e| (its own final rounding), nothing negative or NaN; on one row there is no batch term."""
     params, x, target = seeded_params((4, 4, 2), 0), np.linspace(-1, 1, 24).reshape(2, 3, 4), np.zeros((2, 3, 2))
     (base,) = run(("numpy",), params, x, target, "float64").values()
@@ -145,9 +146,7 @@ def test_bound_has_the_result_shapes_and_covers_the_element_itself():
     for (name, _, value), (_, _, limit) in zip(check.tensors(base), check.tensors(b)):
         assert np.shape(limit) == np.shape(value), name
         assert np.all(np.isfinite(limit)) and np.all(np.asarray(limit) >= np.abs(value)), name
-    parts = sensitivity.error_terms(
-        needs("numpy"), params, default_input(4), default_target(2), use_shortcut=True, gelu_form="tanh"
-    )
+    parts = bounds.error_terms(params, default_input(4), default_target(2), use_shortcut=True, gelu_form="tanh")
     assert all(not np.any(g) for g in parts["batch"]["dW"] + parts["batch"]["db"])
 
 
@@ -245,34 +244,33 @@ def test_an_implementation_without_float64_keeps_the_caution(tmp_path, capsys):
 def test_the_gelus_own_error_in_its_tail_is_in_the_bound(monkeypatch):
     """300 width-1 layers with shortcuts, float64: layer 20's pre-activation is -3.55, where
     1 + tanh(u) is 2.9e-4 and XLA's tanh, off by ~5.7 u, leaves ~2e4 u in the GELU's slope. The
-    perturbed GELU (sensitivity.activation_noise) puts that in the bound; without it, the same run
+    perturbed GELU (bound.activation_noise) puts that in the bound; without it, the same run
     is a false alarm there, JAX the odd one out."""
     sizes = (1,) * 301
     params, x, target = seeded_params(sizes, 123), default_input(1), default_target(1)
     results = run(("torch", "jax", "numpy"), params, x, target, "float64")
     report = check.compare(results, "float64", bound(params, x, target))
     assert report["agree"], report["first_mismatch"]
-    monkeypatch.setattr(sensitivity, "SPECIAL_FUNCTION_ERROR", 0.0)
+    monkeypatch.setattr(bounds, "SPECIAL_FUNCTION_ERROR", 0.0)
     without = check.compare(results, "float64", bound(params, x, target))
     assert not without["agree"] and without["first_mismatch"]["odd_one_out"] == "jax"
 
 
-def test_the_perturbed_gelu_is_put_back_and_needs_the_numpy_reference():
+def test_the_perturbed_gelu_is_the_numpy_references_and_is_put_back():
     """activation_noise swaps the NumPy reference's gelu and gelu_backward for the measurement only,
-    and refuses an implementation it cannot perturb rather than measure a bound without the term."""
+    on impl_numpy.model, the module the measurement names, and on no other implementation."""
     import impl_numpy.model
 
     before = (impl_numpy.model.gelu, impl_numpy.model.gelu_backward)
+    torch_gelu = needs("torch").__globals__["gelu"]
     rng = np.random.default_rng(0)
     with pytest.raises(RuntimeError):
-        with sensitivity.activation_noise(impl_numpy.loss_and_grads, rng, shared=True):
+        with bounds.activation_noise(rng, shared=True):
             assert impl_numpy.model.gelu is not before[0]
+            assert torch_gelu is needs("torch").__globals__["gelu"]
             raise RuntimeError
     assert (impl_numpy.model.gelu, impl_numpy.model.gelu_backward) == before
     z = np.array([-20.0, -3.55, 0.0, 20.0])
-    with sensitivity.activation_noise(impl_numpy.loss_and_grads, rng, shared=False):
+    with bounds.activation_noise(rng, shared=False):
         moved = impl_numpy.model.gelu(z, "tanh") - before[0](z, "tanh")
     assert moved[0] == moved[2] == moved[3] == 0 and moved[1] != 0  # saturated, t = 0, saturated
-    with pytest.raises(ValueError, match="NumPy reference"):
-        with sensitivity.activation_noise(needs("torch"), rng, shared=True):
-            pass

@@ -1,64 +1,39 @@
-"""Each element's rounding-error bound, measured in float64 through the NumPy reference's entry point.
+"""Each element's rounding-error bound, measured in float64 with the NumPy reference, impl_numpy.model.
 
 Two implementations of the same network differ only by rounding, and rounding has a size that
 floating-point error analysis predicts from how an element was computed: the precision, the
-length of the sums behind it and the size of their terms, carried through the layers.
-`sensitivity` measures that size for every element of every tensor, in units of the unit
-roundoff u (2^-24 in float32, 2^-53 in float64); shortcut_gradients.verdict.check.compare allows two
-implementations to differ by 2 u times it (each may be off by the bound, in opposite
-directions). docs/tolerances.md derives each term and shows, measured, that it holds at size.
+length of the sums behind it and the size of their terms, carried through the layers. `measure`
+gives that size for every element of every tensor, in units of the unit roundoff u;
+shortcut_gradients.verdict.check allows two implementations to differ by 2 u times it (each may be
+off by the bound, in opposite directions). docs/tolerances.md derives each term, gives the figures
+behind each constant and shows, measured, that the bound holds at size.
 
-Nothing here computes the network: every figure comes from calls to the NumPy reference's
-loss_and_grads in float64, on the run's inputs, on perturbed copies of them and on groups of
-the batch's rows. Per element e, in units of u:
+Nothing here computes the network: every figure comes from float64 calls of the NumPy reference,
+impl_numpy.model.loss_and_grads, on the run's inputs, on perturbed copies of them and on groups of
+the batch's rows. It is always that implementation, whatever is compared: its GELU is the one the
+measurement patches (activation_noise). Per element e, in units of u:
 
     bound(e) = |e|              the element's own final rounding
              + propagated(e)    every rounding behind it, through the layers: perturbed runs
              + batch(e)         dW, db and the loss: their own sum over the rows
 
-propagated: by backward error analysis, a dot product of length d computed in floating point
-is the exact one of operands perturbed by at most u per rounding along the sum, and an
-elementwise step is one more rounding. So each run multiplies every weight and bias of layer i
-by (1 + PERTURBATION a_i r), r standard normal, with a_i^2 = (d_in + d_out + 5) / 2 + ELEMENTWISE:
-a sum of d terms rounds d - 1 times into partial sums whose squared size adds up to about
-(d + 2) / 2 times its terms' (forward: d_in + 1 terms with the bias; backward dx = dz W: d_out),
-and ELEMENTWISE more roundings come from the GELU, its derivative and the shortcut. The target
-is moved so that output - target moves by ELEMENTWISE roundings too: the last layer's backward
-steps have no layer above whose weights stand in for them. An element's move per unit PERTURBATION is a draw of
-its rounding error as that model makes it, however deep the network: a rounding in layer i
-reaches the element through the same derivatives as a nudge to layer i's weights. Half the
-runs nudge the whole batch alike, as identical rows round alike; the other half run GROUPS
-random groups of rows, each with its own nudge, as distinct rows round independently: a dW
-element that cancels over the rows moves by far less under one shared nudge than its rows'
-independent roundings add up to. propagated = TAIL times the root-mean-square move: of all the
-runs for a per-row element, and for a batch sum the larger of the shared runs' and the grouped
-runs' (the groups' squared moves added).
+at least its tensor's root-mean-square bound (the perturbed runs are a sample; an element they
+underestimate is made of terms of its tensor's typical size and carries rounding of that size).
 
-batch: dW = dz^T x, db = sum(dz) and the loss add n rows' terms t_k = mu + eta_k (mu their mean,
-S = n mu the element). In any order of summation the error is a sum over the n - 1 additions of
-delta_j s_j, |delta_j| <= u, s_j a partial sum, and over any summation tree the partial sums hold
-n(n + 1)/2 - 1 terms in all, most for one row after another. The mean's share is bounded outright,
-|S| ((n + 1)/2 - 1/n), since identical rows round the same way at every addition: the error grows
-with n and is not random (5.7e-5 relative in float32 for the book's weights on 4096 identical rows).
-The fluctuations eta are bounded as Higham and Mary's probabilistic analysis does,
-TAIL sigma_eta sqrt(n(n + 1)/2 - 1), sigma_eta measured from the groups. Rounding the products
-adds |S| + n sigma_eta. The loss's terms are squares, never negative: its bound is deterministic,
-n_out |loss| for n_out output elements.
+propagated: by backward error analysis a dot product computed in floating point is the exact one
+of operands perturbed by at most u per rounding along the sum, so runs that nudge each layer's
+weights by as many roundings as its sums make (and the target by the last layer's) move each
+element as its roundings would, however deep the network. Half the runs nudge the whole batch
+alike, as identical rows round alike; the others give random groups of rows each their own nudge,
+as distinct rows round independently. The GELU is not backward stable in its negative tail (1 +
+tanh or 1 + erf cancels), so the runs also perturb the GELU itself by the error its special
+function may leave (activation_noise): no nudge to the weights reproduces that.
 
-The special functions: backward error analysis needs steps that are backward stable, and the
-GELU is not one in its negative tail. There 1 + tanh(u) (or 1 + erf) cancels, so the value
-carries an error of about u |z| times the tanh's own error in ulps, and the slope one of about u
-|z| u'(z) (from 1 - tanh^2), however small the exact values: 2e4 u relative in the slope at
-z = -3.55 in float64. No nudge to the weights reproduces that: it moves z, and the exact function
-is flat there. So the perturbed runs perturb the GELU itself too (activation_noise): each value
-and each slope the measuring implementation computes moves by PERTURBATION times a draw of the
-error its special function may leave there, SPECIAL_FUNCTION_ERROR u (XLA's tanh, the least
-accurate of the three, is off by up to 6.9 u) carried through the formula's terms. This is a
-Monte Carlo arithmetic rerun, confined to the one step whose error analysis the nudges miss.
-
-Last, every element's bound is at least its tensor's root-mean-square bound: the 8 runs are a
-sample, and an element the sample underestimates is made of terms of its tensor's typical size
-and carries rounding of that size.
+batch: dW = dz^T x, db = sum(dz) and the loss add n rows' terms. The rows' mean rounds the same
+way at every addition (identical rows), so its share is bounded outright and grows with n; the
+rows' fluctuations are bounded as Higham and Mary's probabilistic analysis does, their spread
+measured from the groups. The loss's terms are squares, never negative: its bound is
+deterministic, n_out |loss| for n_out output elements.
 """
 
 import contextlib
@@ -66,53 +41,45 @@ import math
 
 import numpy as np
 
+import impl_numpy.model
 from shortcut_gradients.verdict import check, contract
 
 # The relative nudge that measures derivatives: small enough that every element moves
-# linearly (second-order terms ~ 2^-60 relative), large enough that float64 rounding
-# (~2^-53 of the terms) is 2^-23 of the move it measures.
+# linearly, large enough that float64 rounding of the terms is far below the move it measures.
 PERTURBATION = 2.0**-30
-# Roundings per activation outside the two dot products, each up to u: the tanh GELU's forward
-# is 8 operations (tanh counted as one: it is good to about an ulp), its derivative 9, the
-# product with the incoming gradient 1, and the shortcut's addition 1 each way. (The exact
-# form's erf and exp count about the same.)
+# Roundings per activation outside the two dot products, each up to u: the tanh GELU's forward,
+# its derivative, the product with the incoming gradient and the shortcut's addition each way.
 ELEMENTWISE = 20
-# Standard deviations allowed. Hoeffding-Azuma for a sum of independent roundings bounded by u:
-# P(|error| > TAIL u sqrt(sum s_j^2)) <= 2 exp(-TAIL^2 / 2) = 5e-11 per element for TAIL = 7, so
-# 1e7 elements (16384 rows x 1024 wide, twice) still miss less than once in a thousand runs.
+# Standard deviations allowed: by Hoeffding-Azuma for a sum of independent roundings bounded by u,
+# small enough a miss probability per element for the largest runs surveyed.
 TAIL = 7.0
-# The largest error of the three implementations' tanh and erf, in u, rounded up: XLA's tanh, 4.5 u
-# in float32 and 6.9 u in float64 (where |tanh| nears 1), and its erf, 4.7 u in float32; NumPy's
-# and torch's are within 2 u (docs/tolerances.md measures them).
+# The largest error of the three implementations' tanh and erf, in u, rounded up (XLA's tanh is
+# the least accurate).
 SPECIAL_FUNCTION_ERROR = 7.0
-# Past |z| = 9, tanh(u(z)) and erf(z / sqrt(2)) are exactly +-1 in float32 and float64 in all three
-# (measured: the last |z| that is not is 7.35 for a tanh, 8.37 for an erf), so the GELU is exactly
-# 0 or z there and its slope exactly 0 or 1: no special-function error is left to carry.
+# Past |z| = SATURATED, tanh(u(z)) and erf(z / sqrt(2)) are exactly +-1 in float32 and float64 in
+# all three, so the GELU is exactly 0 or z there and its slope exactly 0 or 1: no error to carry.
 SATURATED = 9.0
 # The tanh form's u(z) = k (z + c z^3), for its slope u'(z) in the error of 1 - tanh^2.
 TANH_K, TANH_C = math.sqrt(2.0 / math.pi), 0.044715
-# Perturbed float64 runs, half shared and half grouped. A per-row element (output, dx) sees all
-# of them: the root-mean-square of 8 moves is within a factor 2 of their standard deviation 98%
-# of the time, and where it falls short the tensor's floor (module docstring) takes over. A batch
-# sum's grouped estimate averages DRAWS / 2 * GROUPS squared moves.
+# Perturbed float64 runs, half shared and half grouped: enough that a root-mean-square move is
+# near its standard deviation; where it falls short the tensor's floor takes over.
 DRAWS = 8
-# Random groups of rows: GROUPS - 1 = 15 degrees of freedom for sigma_eta (within 20% typically),
-# and all the groups together cost one float64 run of the batch.
+# Random groups of rows: GROUPS - 1 degrees of freedom for the rows' spread, and all the groups
+# together cost one float64 run of the batch.
 GROUPS = 16
 
 
-def sensitivity(loss_and_grads, params, x, target, **kw) -> dict:
-    """Each element's rounding-error bound in units of u, measured with float64 runs of `loss_and_grads`.
+def measure(params, x, target, **kw) -> dict:
+    """Each element's rounding-error bound in units of u, from float64 runs of the NumPy reference.
 
     params: [(W (d_out, d_in), b (d_out,)), ...], with norm "pre" [(W, b, scale (d_in,), shift (d_in,)), ...];
     x (..., sizes[0]); target broadcastable to the output (..., sizes[-1]). Returns a result-like
     dict of the bounds, {"loss": (), "output": (..., d_out), "dW": [(d_out, d_in)], "db": [(d_out,)],
-    "dx": (..., d_in)} (and "dscale", "dshift" [(d_in,)] with norm "pre"), the
-    sum of `error_terms`'s three parts; kw are its keywords: use_shortcut and gelu_form, and
-    optionally norm, draws and groups. shortcut_gradients.verdict.check.compare(results, dtype, this) allows
-    two implementations to differ by 2 u times it.
+    "dx": (..., d_in)} (and "dscale", "dshift" [(d_in,)] with norm "pre"; "dy", "dz" as the
+    reference returns them), the sum of `error_terms`'s three parts; kw are its keywords:
+    use_shortcut and gelu_form, and optionally norm, draws and groups.
     """
-    parts = error_terms(loss_and_grads, params, x, target, **kw)
+    parts = error_terms(params, x, target, **kw)
     return tensor_floor(combine(*parts.values()))
 
 
@@ -142,7 +109,6 @@ def tensor_floor(bound: dict) -> dict:
 
 
 def error_terms(
-    loss_and_grads,
     params,
     x,
     target,
@@ -158,7 +124,7 @@ def error_terms(
     Where the implementation returns the optional dy and dz (docs/contract.md), they get bounds too."""
     params = [tuple(np.asarray(a, np.float64) for a in layer) for layer in params]
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
-    batch = Batch(loss_and_grads, params, x, target, use_shortcut, gelu_form, norm, groups)
+    batch = Batch(params, x, target, use_shortcut, gelu_form, norm, groups)
     propagated = propagated_rounding(batch, draws)
     own = [np.abs(t) for t in batch.base]
     parts = {"own": own, "propagated": propagated, "batch": batch_rounding(batch)}
@@ -169,8 +135,8 @@ class Batch:
     """The run's inputs as rows, float64 runs of the whole batch or of one group of its rows,
     and the unperturbed results (tensors in shortcut_gradients.verdict.contract.tensors order: dy and dz where given)."""
 
-    def __init__(self, loss_and_grads, params, x, target, use_shortcut: bool, gelu_form: str, norm: str, groups: int):
-        self.fn, self.params, self.x, self.target = loss_and_grads, params, x, target
+    def __init__(self, params, x, target, use_shortcut: bool, gelu_form: str, norm: str, groups: int):
+        self.params, self.x, self.target = params, x, target
         self.kw = {"use_shortcut": use_shortcut, "gelu_form": gelu_form, "dtype": "float64"}
         self.kw |= {"norm": norm} if norm != "none" else {}  # the book's contract never sees norm
         d_in, d_out = x.shape[-1], params[-1][0].shape[0]
@@ -179,7 +145,7 @@ class Batch:
         self.rows_x = x.reshape(self.n, d_in)  # (n, d_in)
         self.rows_t = np.broadcast_to(target, x.shape[:-1] + (d_out,)).reshape(self.n, d_out)  # (n, d_out)
         self.rng = np.random.default_rng(0)  # fixed: the same inputs always get the same bound
-        listed = contract.tensors(loss_and_grads(params, x, target, **self.kw))
+        listed = contract.tensors(impl_numpy.model.loss_and_grads(params, x, target, **self.kw))
         self.names = [name for name, _, _ in listed]
         self.base = [np.asarray(t, np.float64) for _, _, t in listed]
         self.scales = [scale_of(t) for t in self.base]
@@ -191,7 +157,10 @@ class Batch:
         self.shares = [self.group(params, rows) for rows in self.split]
 
     def run(self, params, x, target) -> list[np.ndarray]:
-        return [np.asarray(t, np.float64) for _, _, t in contract.tensors(self.fn(params, x, target, **self.kw))]
+        return [
+            np.asarray(t, np.float64)
+            for _, _, t in contract.tensors(impl_numpy.model.loss_and_grads(params, x, target, **self.kw))
+        ]
 
     def group(self, params, rows, target=None) -> list[np.ndarray]:
         """One group's tensors. Its gradients are of its own mean loss; len(rows)/n makes the
@@ -232,10 +201,10 @@ def layer_norm_amplitude(d: int) -> float:
 
 
 @contextlib.contextmanager
-def activation_noise(loss_and_grads, rng: np.random.Generator, shared: bool):
-    """Within it, the GELU and its backward that `loss_and_grads`'s module calls (the NumPy
-    reference's gelu(z, form) and gelu_backward(dout, z, form)) each add PERTURBATION times a draw
-    of the error their special function leaves, t = tanh(u(z)) or erf(z / sqrt(2)) off by up to
+def activation_noise(rng: np.random.Generator, shared: bool):
+    """Within it, the NumPy reference's gelu(z, form) and gelu_backward(dout, z, form), which
+    impl_numpy.model.loss_and_grads calls by name, are replaced on impl_numpy.model by versions that
+    each add PERTURBATION times a draw of the error their special function leaves, t = tanh(u(z)) or erf(z / sqrt(2)) off by up to
     e u |t| (e = SPECIAL_FUNCTION_ERROR), carried through the formula, in u:
 
         value  0.5 |z| e |t| r                              g = 0.5 z (1 + t)
@@ -243,14 +212,11 @@ def activation_noise(loss_and_grads, rng: np.random.Generator, shared: bool):
                                                             Phi' = 0.5 (1 - t^2) u'(z) (tanh form)
         slope  |dout| e 0.5 |t| r  (exact form)             Phi' = exp(-z^2 / 2) / sqrt(2 pi): no t in it
 
-    t is read off the implementation's own value, t = 2 g / z - 1; r is standard normal, one per
+    t is read off the reference's own value, t = 2 g / z - 1; r is standard normal, one per
     unit for all rows alike when `shared` (identical rows round alike), else one per element, and
-    0 past |z| = SATURATED. Raises ValueError for an implementation without those two functions:
-    a bound missing the term would cry wolf, so none is measured."""
-    space = getattr(loss_and_grads, "__globals__", {})
-    if not callable(space.get("gelu")) or not callable(space.get("gelu_backward")):
-        raise ValueError("the rounding bound is measured with the NumPy reference (impl_numpy.loss_and_grads)")
-    gelu, gelu_backward = space["gelu"], space["gelu_backward"]
+    0 past |z| = SATURATED. On leaving, the module's own functions are back."""
+    module = impl_numpy.model
+    gelu, gelu_backward = module.gelu, module.gelu_backward
 
     def draw(z, g):  # (|t|, e r), each (...,) like z, from g = gelu(z); e r is 0 where t saturates
         t = np.abs(np.divide(2 * g - z, z, out=np.zeros_like(z), where=z != 0))
@@ -268,11 +234,11 @@ def activation_noise(loss_and_grads, rng: np.random.Generator, shared: bool):
         slope = 0.5 * t + (near * t**2 * TANH_K * (1 + 3 * TANH_C * near**2) if form == "tanh" else 0.0)
         return gelu_backward(dout, z, form) + PERTURBATION * np.abs(dout) * slope * er
 
-    space["gelu"], space["gelu_backward"] = noisy_gelu, noisy_gelu_backward
+    module.gelu, module.gelu_backward = noisy_gelu, noisy_gelu_backward
     try:
         yield
     finally:
-        space["gelu"], space["gelu_backward"] = gelu, gelu_backward
+        module.gelu, module.gelu_backward = gelu, gelu_backward
 
 
 def propagated_rounding(batch: Batch, draws: int) -> list[np.ndarray]:
@@ -288,14 +254,14 @@ def propagated_rounding(batch: Batch, draws: int) -> list[np.ndarray]:
     independent = [np.zeros(t.shape) for t in base]
     for _ in range(draws - grouped):
         params, target = nudged(batch)
-        with activation_noise(batch.fn, batch.rng, shared=True):
+        with activation_noise(batch.rng, shared=True):
             moved = batch.run(params, batch.x, target)
         for m, t0, t1, s in zip(shared, base, moved, batch.scales):
             m += ((t1 - t0) / s / PERTURBATION) ** 2  # s first: PERTURBATION * s may underflow
     for _ in range(grouped):
         for rows, share in zip(batch.split, batch.shares):
             params, target = nudged(batch, rows)
-            with activation_noise(batch.fn, batch.rng, shared=False):
+            with activation_noise(batch.rng, shared=False):
                 moved = batch.group(params, rows, target)
             for k, (t0, t1) in enumerate(zip(share, moved)):
                 move = (t1 - t0) / batch.scales[k] / PERTURBATION
@@ -369,9 +335,9 @@ def combine(*parts: dict) -> dict:
     }
 
 
-def gelu_form_resolution(loss_and_grads, params, x, target, bound: dict, dtype: str, **kw) -> dict:
+def gelu_form_resolution(params, x, target, bound: dict, dtype: str, **kw) -> dict:
     """Could this run see the GELU form mix-up? The other form against the run's own, in float64
-    runs of `loss_and_grads`, each element's move as a share of the allowance `bound` gives it in
+    runs of the NumPy reference, each element's move as a share of the allowance `bound` gives it in
     `dtype` (shortcut_gradients.verdict.check.compare's rule); kw: use_shortcut, gelu_form and norm if "pre".
 
     Returns {"other_form", "share" (the largest share any element moved), "tensor" (where),
@@ -384,7 +350,7 @@ def gelu_form_resolution(loss_and_grads, params, x, target, bound: dict, dtype: 
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
     runs = {}
     for form in (kw["gelu_form"], other):
-        result = loss_and_grads(params, x, target, **{**kw, "gelu_form": form}, dtype="float64")
+        result = impl_numpy.model.loss_and_grads(params, x, target, **{**kw, "gelu_form": form}, dtype="float64")
         runs[form] = {key: value for key, value in result.items() if key not in contract.INTERMEDIATES}
     report = check.compare(runs, dtype, bound)
     tensor, share = max(report["room"].items(), key=lambda item: item[1])

@@ -1,9 +1,10 @@
 """The cross-check's report as text: the per-layer table, the one-line verdict, and strict JSON."""
 
-import json
-import math
-
+from shortcut_gradients.cli import to_json
 from shortcut_gradients.plumbing.config import BOOK_RTOL, ORACLE
+from shortcut_gradients.verdict import decide
+
+__all__ = ["format_report", "oracle_summary", "share", "to_json", "verdict"]
 
 
 def format_report(report: dict) -> str:
@@ -41,39 +42,37 @@ def format_report(report: dict) -> str:
 
 
 def verdict(report: dict) -> str:
-    """One line: the first element to differ in backprop order, or what agreed and by how much."""
+    """One line: verdict/decide.py's verdict on the whole run, formatted: the first element to differ
+    in backprop order, or what agreed and by how much."""
     cfg, runs = report["config"], report["runs"]
     names, tol = cfg["frameworks"], runs[0]["tolerance"]
-    for r in runs:
-        if o := r.get("overflow"):
-            setting = "with" if r["use_shortcut"] else "without"
-            advice = (
-                "try --dtype float64" if cfg["dtype"] == "float32" else "use smaller weights, inputs or fewer layers"
-            )
-            return (
-                f"OVERFLOW: {o['tensor']} {setting} shortcut is inf or NaN in {', '.join(o['frameworks'])}: "
-                f"the values outgrow {cfg['dtype']}, so nothing can be compared; {advice}"
-            )
-    for r in runs:
-        if m := r["first_mismatch"]:
-            where = m["tensor"] + (f"[{', '.join(map(str, m['index']))}]" if m["index"] else "")
-            dtype = m.get("dtype", cfg["dtype"])
-            digits = 9 if dtype == "float32" else 17  # enough to tell apart any two values of the dtype
-            setting = "with" if r["use_shortcut"] else "without"
-            rerun = (
-                " in the float64 rerun (float32 could not tell the two GELU forms apart here)"
-                if m.get("dtype") == "float64" and cfg["dtype"] == "float32"
-                else ""
-            )
-            return (
-                f"DISAGREE{rerun}: {where} {setting} shortcut is the first to differ in backprop order: "
-                f"{m['frameworks'][0]} {m['values'][0]:.{digits}g} vs {m['frameworks'][1]} {m['values'][1]:.{digits}g} "
-                f"(rel diff {m['rel_diff']:.2e} > {m.get('allowed', tol):.2g}, {dtype})"
-                + (f"; {m['odd_one_out']} is the odd one out" if m.get("odd_one_out") else "")
-            )
-    for r in runs:
-        if r["book"] and not r["book"]["match"]:
-            return f"DISAGREE WITH THE BOOK: mean |dL/dW| off by {r['book']['max_rel_diff']:.2e} relative (> {BOOK_RTOL:g})"
+    decided, entry = decide.overall(runs)
+    if decided.status == decide.OVERFLOW:
+        o, setting = entry["overflow"], "with" if entry["use_shortcut"] else "without"
+        advice = "try --dtype float64" if cfg["dtype"] == "float32" else "use smaller weights, inputs or fewer layers"
+        return (
+            f"OVERFLOW: {o['tensor']} {setting} shortcut is inf or NaN in {', '.join(o['frameworks'])}: "
+            f"the values outgrow {cfg['dtype']}, so nothing can be compared; {advice}"
+        )
+    if decided.status == decide.DISAGREE:
+        m = decided.first_mismatch
+        where = m["tensor"] + (f"[{', '.join(map(str, m['index']))}]" if m["index"] else "")
+        dtype = m.get("dtype", cfg["dtype"])
+        digits = 9 if dtype == "float32" else 17  # enough to tell apart any two values of the dtype
+        setting = "with" if entry["use_shortcut"] else "without"
+        rerun = (
+            " in the float64 rerun (float32 could not tell the two GELU forms apart here)"
+            if m.get("dtype") == "float64" and cfg["dtype"] == "float32"
+            else ""
+        )
+        return (
+            f"DISAGREE{rerun}: {where} {setting} shortcut is the first to differ in backprop order: "
+            f"{m['frameworks'][0]} {m['values'][0]:.{digits}g} vs {m['frameworks'][1]} {m['values'][1]:.{digits}g} "
+            f"(rel diff {m['rel_diff']:.2e} > {m.get('allowed', tol):.2g}, {dtype})"
+            + (f"; {m['odd_one_out']} is the odd one out" if m.get("odd_one_out") else "")
+        )
+    if decided.status == decide.BOOK:
+        return f"DISAGREE WITH THE BOOK: mean |dL/dW| off by {entry['book']['max_rel_diff']:.2e} relative (> {BOOK_RTOL:g})"
     compared = [name for name in names if name != ORACLE]  # the implementations compared pairwise
     if len(compared) > 1:
         worst = max(max(r["max_rel_diff"].values()) for r in runs)
@@ -94,27 +93,24 @@ def verdict(report: dict) -> str:
         parts = [f"ONLY {compared[0]}: nothing to compare it with"]
     if ORACLE in names:
         parts.append(oracle_summary([r[ORACLE] for r in runs]))
-    parts += gelu_form_notes(runs) if len(compared) > 1 else []
+    parts += gelu_form_notes(runs, len(compared))
     books = [r["book"]["max_rel_diff"] for r in runs if r["book"]]
     if books:
         parts.append(f"mean |dL/dW| matches the book within {max(books):.1e} (<= {BOOK_RTOL:g})")
     return "; ".join(parts)
 
 
-def gelu_form_notes(runs: list[dict]) -> list[str]:
-    """What the AGREE line adds where the run could not tell the two GELU forms apart: the float64
-    rerun that could, or, where none ran or it could not either, the caution that a mix-up would pass."""
-    reran, blind = [], []
+def gelu_form_notes(runs: list[dict], compared: int) -> list[str]:
+    """What the AGREE line adds where a setting could not tell the two GELU forms apart (decide's
+    notes): the float64 rerun that could, or, where none ran or it could not either, the caution
+    that a mix-up would pass."""
+    noted = {decide.RERAN: [], decide.BLIND: []}
     for r in runs:
-        g, rerun = r.get("gelu_form_resolution", {"resolved": True}), r.get("float64_rerun")
-        if g["resolved"]:
-            continue
-        if rerun and "skipped" not in rerun:
-            reran.append((r["use_shortcut"], g, rerun))
-        else:
-            blind.append((r["use_shortcut"], g, rerun))
+        g, rerun = r["gelu_form_resolution"], r["float64_rerun"]
+        for note in decide.gelu_form_notes(g, rerun, compared):
+            noted[note].append((r["use_shortcut"], g, rerun))
     notes = []
-    if reran:
+    if reran := noted[decide.RERAN]:
         settings = shortcut_settings(s for s, _, _ in reran)
         g = max((g for _, g, _ in reran), key=lambda g: g["share"])
         room = max(max(rerun["room"].values()) for _, _, rerun in reran)
@@ -124,7 +120,7 @@ def gelu_form_notes(runs: list[dict]) -> list[str]:
             f" implementation ran again in float64, where they agree too (the closest element used"
             f" {share(room)} of its allowance)"
         )
-    if blind:
+    if blind := noted[decide.BLIND]:
         settings = shortcut_settings(s for s, _, _ in blind)
         _, g, rerun = max(blind, key=lambda item: item[1]["share"])
         notes.append(
@@ -159,18 +155,3 @@ def oracle_summary(checks: list[dict]) -> str:
             " they are within it"
         )
     return text
-
-
-def to_json(report: dict) -> str:
-    """The report as strict JSON: a value that overflowed (inf, -inf, NaN) is written as null."""
-
-    def finite(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [finite(v) for v in value]
-        return value
-
-    return json.dumps(finite(report), indent=2, allow_nan=False)

@@ -1,18 +1,21 @@
-"""One cross-check run: every implementation on every shortcut setting, compared element by element."""
+"""One cross-check run: every implementation on every shortcut setting, gathered, then decided.
+
+Per setting: each implementation's result (held to the contract), the rounding bound, the
+elementwise comparison, the GELU forms' resolution, overflow, the finite differences and the
+book's means are gathered; verdict/decide.py decides, and asks for the float64 rerun where it needs
+one. Each implementation, and the bound's measurement, gets its own read-only copies of params, x
+and target: none can change what another sees.
+"""
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
-import impl_numpy
 from shortcut_gradients.plumbing import frameworks
 from shortcut_gradients.plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS, ORACLE, SHORTCUT_SETTINGS, InputError
 from shortcut_gradients.plumbing.inputs import Inputs
-from shortcut_gradients.verdict import check, contract, oracle, report, sensitivity
-
-# Whose float64 runs measure each element's rounding bound (shortcut_gradients.verdict.sensitivity), whichever
-# are compared: the NumPy reference, the one whose GELU the measurement can perturb.
-MEASURE = impl_numpy.model.loss_and_grads
+from shortcut_gradients.verdict import bound, check, contract, decide, oracle, report
 
 
 def run(inputs: Inputs) -> dict:
@@ -27,15 +30,15 @@ def run(inputs: Inputs) -> dict:
 
 
 def _run(inputs: Inputs) -> dict:
-    config, params, x, target = inputs.config, inputs.params, inputs.x, inputs.target
-    fns = inputs.fns
+    config, data, fns = inputs.config, (inputs.params, inputs.x, inputs.target), inputs.fns
+    compared = sum(name != ORACLE for name in fns)  # the finite differences are checked on their own terms
     runs = []
     for use_shortcut in SHORTCUT_SETTINGS[config.shortcut]:
         kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu}
         # norm only when it is "pre": an implementation written to the book's contract never sees it.
         kw |= {"norm": config.norm} if config.norm != "none" else {}
-        results = validated_results(fns, params, x, target, kw, config.dtype)
-        magnitude = sensitivity.sensitivity(MEASURE, params, x, target, **kw)
+        results = validated_results(fns, data, kw, config.dtype)
+        measured = bound.measure(*own_copies(*data), **kw)
         means = {
             name: {
                 "loss": float(r["loss"]),
@@ -45,32 +48,29 @@ def _run(inputs: Inputs) -> dict:
             for name, r in results.items()
         }
         overflow = first_overflow(results)
-        oracle_result = results.pop(ORACLE, None)  # checked on its own terms below, not pairwise
-        entry = {"use_shortcut": use_shortcut, "frameworks": means, **check.compare(results, config.dtype, magnitude)}
-        entry["gelu_form_resolution"] = sensitivity.gelu_form_resolution(
-            MEASURE, params, x, target, magnitude, config.dtype, **kw
+        oracle_result = results.pop(ORACLE, None)
+        book = BOOK_WEIGHT_GRAD_MEANS[(config.gelu, use_shortcut)] if inputs.is_book else None
+        gathered = decide.Gathered(
+            dtype=config.dtype,
+            compared=compared,
+            comparison=check.compare(results, config.dtype, measured),
+            resolution=bound.gelu_form_resolution(*own_copies(*data), measured, config.dtype, **kw),
+            overflow=overflow,
+            oracle=oracle.compare(results, oracle_result, config.dtype, measured) if oracle_result else None,
+            book=check.against_book(results, book, BOOK_RTOL) if book else None,
         )
-        entry["book"], entry["overflow"] = None, overflow
-        entry["agree"] = entry["agree"] and overflow is None
-        entry["float64_rerun"] = None
-        compared = [name for name in fns if name != ORACLE]
-        blind = config.dtype == "float32" and not entry["gelu_form_resolution"]["resolved"]
-        if entry["agree"] and blind and len(compared) > 1:
-            # float32's allowance here is wider than the difference between the GELU forms, so a
-            # mix-up would pass: the same implementations, again in float64, under the same bound.
-            entry["float64_rerun"] = float64_rerun(fns, params, x, target, kw, magnitude)
-            entry["agree"] = entry["float64_rerun"].get("agree", True)
-            entry["first_mismatch"] = entry["float64_rerun"].get("first_mismatch")
-        if oracle_result:
-            entry[ORACLE] = oracle.check(results, oracle_result, config.dtype, magnitude)
-            entry["first_mismatch"] = entry["first_mismatch"] or entry[ORACLE]["first_mismatch"]
-            entry["agree"] = entry["agree"] and entry[ORACLE]["agree"]
-        if inputs.is_book:
-            book_means = BOOK_WEIGHT_GRAD_MEANS[(config.gelu, use_shortcut)]
-            entry["book"] = check.book_check(results, book_means, BOOK_RTOL)
+        verdict = decide.decide(gathered)
+        if verdict.rerun:
+            gathered = replace(gathered, rerun=float64_rerun(fns, data, kw, measured))
+            verdict = decide.decide(gathered)
+        entry = {"use_shortcut": use_shortcut, "frameworks": means, **gathered.comparison}
+        entry |= {"gelu_form_resolution": gathered.resolution, "book": gathered.book, "overflow": overflow}
+        entry |= {"float64_rerun": gathered.rerun, "agree": verdict.status == decide.AGREE}
+        entry["first_mismatch"] = verdict.first_mismatch
+        entry |= {ORACLE: gathered.oracle} if gathered.oracle else {}
         runs.append(entry)
     return {
-        "agree": all(r["agree"] and (r["book"] is None or r["book"]["match"]) for r in runs),
+        "agree": decide.overall(runs)[0].status == decide.AGREE,
         "config": {
             "layer_sizes": list(config.layer_sizes),
             "weights": config.weights,
@@ -79,16 +79,29 @@ def _run(inputs: Inputs) -> dict:
             "norm": config.norm,
             "dtype": config.dtype,
             "frameworks": list(config.frameworks),
-            "input_shape": list(x.shape),
+            "input_shape": list(inputs.x.shape),
             "book_configuration": inputs.is_book,
         },
         "runs": runs,
     }
 
 
-def validated_results(fns: dict, params, x, target, kw: dict, dtype: str) -> dict:
-    """{name: each implementation's result in `dtype`}, held to the contract (`validate`)."""
-    return validate({name: fn(params, x, target, **kw, dtype=dtype) for name, fn in fns.items()}, params, x, dtype)
+def own_copies(params, x, target) -> tuple[list, np.ndarray, np.ndarray]:
+    """Fresh read-only copies of (params, x, target), for one implementation alone: writing into
+    them raises, and nothing it does reaches what the next one is given."""
+
+    def frozen(a):
+        a = np.array(a, copy=True)
+        a.setflags(write=False)
+        return a
+
+    return [tuple(frozen(a) for a in layer) for layer in params], frozen(x), frozen(target)
+
+
+def validated_results(fns: dict, data: tuple, kw: dict, dtype: str) -> dict:
+    """{name: each implementation's result in `dtype`, on its own copies of data = (params, x,
+    target)}, held to the contract (`validate`)."""
+    return validate({name: fn(*own_copies(*data), **kw, dtype=dtype) for name, fn in fns.items()}, *data[:2], dtype)
 
 
 def validate(results: dict, params, x, dtype: str) -> dict:
@@ -102,36 +115,35 @@ def validate(results: dict, params, x, dtype: str) -> dict:
     return checked
 
 
-def float64_rerun(fns: dict, params, x, target, kw: dict, magnitude: dict) -> dict:
+def float64_rerun(fns: dict, data: tuple, kw: dict, measured: dict) -> dict:
     """Every implementation but the finite differences again in float64, compared under the same
     measured bound (it is in units of u, whichever the dtype). Returns {"gelu_form_resolution":
-    the GELU forms' resolution in float64} and either shortcut_gradients.verdict.check.compare's report, its
-    "first_mismatch" marked {"dtype": "float64"}, or "skipped": why nothing was compared, for the
-    verdict: float64 cannot resolve the forms either, an implementation (a user's) raised in
-    float64, or a result came out inf or NaN. A result that breaks the contract is bad input."""
-    resolution = sensitivity.gelu_form_resolution(MEASURE, params, x, target, magnitude, "float64", **kw)
+    the GELU forms' resolution in float64} and either check.compare's report, its "first_mismatch"
+    marked {"dtype": "float64"}, or "skipped": why nothing was compared: float64 cannot resolve
+    the forms either, an implementation (a user's) raised in float64, or a result came out inf or
+    NaN. A result that breaks the contract is bad input."""
+    resolution = bound.gelu_form_resolution(*own_copies(*data), measured, "float64", **kw)
     if not resolution["resolved"]:
         return {
             "gelu_form_resolution": resolution,
             "skipped": f"not even float64 can tell them apart here (the largest move is"
             f" {report.share(resolution['share'])} of a float64 allowance, at {resolution['tensor']})",
         }
-    compared = {name: fn for name, fn in fns.items() if name != ORACLE}
     try:
-        raw = {name: fn(params, x, target, **kw, dtype="float64") for name, fn in compared.items()}
+        raw = {name: fn(*own_copies(*data), **kw, dtype="float64") for name, fn in fns.items() if name != ORACLE}
     except InputError as err:  # raised inside a user's implementation: their file and line
         return {"gelu_form_resolution": resolution, "skipped": f"the float64 rerun that would resolve it failed: {err}"}
-    results = validate(raw, params, x, "float64")
+    results = validate(raw, data[0], data[1], "float64")
     if overflow := first_overflow(results):
         return {
             "gelu_form_resolution": resolution,
             "skipped": f"the float64 rerun that would resolve it came out inf or NaN at {overflow['tensor']}"
             f" in {', '.join(overflow['frameworks'])}",
         }
-    compared_report = check.compare(results, "float64", magnitude)
-    if compared_report["first_mismatch"]:
-        compared_report["first_mismatch"] |= {"dtype": "float64"}
-    return compared_report | {"gelu_form_resolution": resolution}
+    compared = check.compare(results, "float64", measured)
+    if compared["first_mismatch"]:
+        compared["first_mismatch"] |= {"dtype": "float64"}
+    return compared | {"gelu_form_resolution": resolution}
 
 
 def first_overflow(results: dict) -> dict | None:
