@@ -1,4 +1,5 @@
-"""shortcut_gradients/verdict/contract.py (what loss_and_grads returns), shortcut_gradients/plumbing/user_code.py (loading someone's file) and tests/byo/."""
+"""shortcut_gradients/verdict/contract.py (what loss_and_grads returns), shortcut_gradients/plumbing/user_code.py (loading
+someone's file, as their worker process does) and tests/byo/ (run the way compare.py runs them, each in a worker)."""
 
 import sys
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, needs
 
-from shortcut_gradients.plumbing import user_code
+from shortcut_gradients.plumbing import frameworks, user_code
 from shortcut_gradients.plumbing.config import InputError
 from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
 from shortcut_gradients.verdict import check, contract
@@ -270,40 +271,54 @@ def test_require_names_every_missing_function(tmp_path):
         user_code.require(module, ["gelu_backward", "linear_backward", "loss_and_grads"])
 
 
-def test_entry_gives_a_callable_whose_errors_are_one_line(tmp_path):
+def test_display_name_is_the_name_load_gives_without_loading(tmp_path):
+    path = write(tmp_path, "mine.py", "raise SystemExit('never imported')\n")
+    assert user_code.display_name(str(path)) == "mine" and user_code.display_name("pkg.mine") == "pkg.mine"
+
+
+def test_a_resolved_implementation_raises_one_line_from_its_worker(tmp_path):
     path = write(tmp_path, "boom.py", "def loss_and_grads(*args, **kw):\n    raise KeyError('dW')\n")
-    name, fn = user_code.entry(str(path))
-    assert name == "boom"
+    fns = frameworks.resolve(str(path))
+    assert list(fns) == ["boom"]
     with pytest.raises(InputError, match=r"boom.py:2 in loss_and_grads: KeyError: 'dW'"):
-        fn()
+        fns["boom"]()
+    frameworks.close(fns)
     with pytest.raises(InputError, match="has no loss_and_grads"):
-        user_code.entry(str(write(tmp_path, "empty.py", "")))
+        frameworks.resolve(str(write(tmp_path, "empty.py", "")))
 
 
 # --- tests/byo: implementations written unlike the three ------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def byo():
+    """{stem: loss_and_grads} for the files in tests/byo, each in its worker (one per file, for every test here)."""
+    stems = ("einsum_backprop", "torch_func", "wrong_gelu_form", "wrong_bias_first_row")
+    fns = frameworks.resolve(",".join(str(BYO / f"{stem}.py") for stem in stems))
+    yield fns
+    frameworks.close(fns)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("network", [book, batched], ids=["book", "batched"])
-def test_byo_implementations_agree_and_the_wrong_ones_are_caught(network, dtype):
+def test_byo_implementations_agree_and_the_wrong_ones_are_caught(network, dtype, byo):
     params, x, target = network(dtype)
     kw = {"use_shortcut": True, "gelu_form": "exact", "dtype": dtype}
     ref = contract.validate("numpy", reference(params, x, target, **kw), params, x, dtype)
     verdicts = {}
-    for stem in ("einsum_backprop", "torch_func", "wrong_gelu_form", "wrong_bias_first_row"):
-        name, fn = user_code.entry(str(BYO / f"{stem}.py"))
+    for name, fn in byo.items():
         result = contract.validate(name, fn(params, x, target, **kw), params, x, dtype, reference=ref)
         report = check.compare({"numpy": ref, name: result}, dtype)
-        verdicts[stem] = report["first_mismatch"]["tensor"] if report["first_mismatch"] else None
+        verdicts[name] = report["first_mismatch"]["tensor"] if report["first_mismatch"] else None
     assert verdicts["einsum_backprop"] is None and verdicts["torch_func"] is None
     assert verdicts["wrong_gelu_form"] in ("loss", "output")
     # The bias slip hides on the book's one row and shows on a batch, at the last layer's bias.
     assert verdicts["wrong_bias_first_row"] == (None if network is book else f"layers.{len(params) - 1}.0.bias")
 
 
-def test_byo_einsum_returns_the_same_steps_as_the_reference():
+def test_byo_einsum_returns_the_same_steps_as_the_reference(byo):
     params, x, target = batched()
-    _, fn = user_code.entry(str(BYO / "einsum_backprop.py"))
+    fn = byo["einsum_backprop"]
     ours = contract.validate(
         "einsum", fn(params, x, target, use_shortcut=True, gelu_form="tanh", dtype="float64"), params, x, "float64"
     )

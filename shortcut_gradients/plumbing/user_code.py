@@ -4,6 +4,9 @@
     require(module, ["loss_and_grads"])
     result = call(module, module.loss_and_grads, params, x, target, use_shortcut=True, gelu_form="tanh", dtype="float64")
 
+These run their code in the process that calls them. The checker calls them only inside a worker
+process of its own (shortcut_gradients.plumbing.worker), never in the process that decides the verdict.
+
 Each failure raises shortcut_gradients.plumbing.config.InputError with one line: a missing file, a file that does
 not import (`mine.py:12: SyntaxError: invalid syntax`), a missing function, or an exception
 raised while their code runs, located at the innermost traceback frame that is in *their*
@@ -36,9 +39,19 @@ def load(spec: str) -> tuple[str, ModuleType]:
     A file is imported with its own folder first on sys.path (so it can import its neighbours)
     and without writing __pycache__ into that folder.
     """
-    if spec.endswith(".py") or os.sep in spec or "/" in spec or Path(spec).exists():
+    if is_file(spec):
         return _load_file(Path(spec))
     return _load_module(spec)
+
+
+def is_file(spec: str) -> bool:
+    """Whether `load` reads `spec` as a path to a file (rather than an importable module name)."""
+    return spec.endswith(".py") or os.sep in spec or "/" in spec or Path(spec).exists()
+
+
+def display_name(spec: str) -> str:
+    """The name `load` gives `spec` without loading it: the file's stem, or the module name."""
+    return Path(spec).stem if is_file(spec) else spec
 
 
 def _load_file(path: Path) -> tuple[str, ModuleType]:
@@ -127,18 +140,6 @@ def call(module: ModuleType, fn: Callable, *args, passthrough: tuple = (), **kwa
         raise
     except (Exception, SystemExit) as err:
         raise InputError(describe(err, module, getattr(fn, "__qualname__", None))) from None
-
-
-def entry(spec: str, function: str = "loss_and_grads") -> tuple[str, Callable]:
-    """(display name, a callable running their `function` through `call`): load + require + call."""
-    name, module = load(spec)
-    require(module, [function])
-    fn = getattr(module, function)
-
-    def run(*args, **kwargs):
-        return call(module, fn, *args, **kwargs)
-
-    return name, run
 
 
 def describe(err: BaseException, module: ModuleType, function: str | None = None) -> str:

@@ -1,0 +1,5 @@
+"""Hostile: sys.exit(0) while it imports."""
+
+import sys
+
+sys.exit(0)
