@@ -3,8 +3,10 @@
 `diagnose(yours, expected, candidates, factors)` tries, in order:
 
     shape      yours has another shape: a candidate of that shape (dz's shape for db: not
-               summed), the reverse of expected's (transposed), or just the shapes
-    dtype      yours is not in the run's dtype: something is cast
+               summed), expected with leading dimensions that sum to it (a sum over the
+               broadcast dimensions missing), the reverse of expected's (transposed), or
+               just the shapes
+    dtype      yours is not in the run's dtype: "float64 in a float32 run", something is cast
     not-finite NaN or inf where autograd has numbers
     zeros      yours is all zeros where expected is not
     sign       yours == -expected
@@ -13,15 +15,16 @@
                identity path, db from one row, a LayerNorm dx with the row's mean and
                variance treated as constants, ...): each step passes its own
     factor     yours == c expected for one constant c, named when it is a known one
-               (2, 1/2, 3, 1/3, N, ...)
+               (2, 1/2, 3, 1/3, N, ...); never a c near 0 (that is a term missing, which
+               each step names with a candidate)
     float32    yours == expected to float32's tolerance but not float64's: a float32
                constant or intermediate in a float64 run
     unknown    none of these
 
 "==" is shortcut_gradients.verdict.check.relative_error within MATCH: loose enough that a slip is still
 named when float noise or a second, smaller slip rides on it; tight enough that no two
-classic slips on the grader's inputs are that close to each other (they differ by 1e-3 or
-more: the exact and tanh GELU forms are the closest pair).
+classic slips on the grader's inputs are that close to each other (the exact and tanh GELU
+forms are the closest pair; docs/grader.md measures the gap).
 """
 
 from dataclasses import dataclass
@@ -31,10 +34,10 @@ import numpy as np
 from shortcut_gradients.verdict.check import TOLERANCE, relative_error
 
 EPS = float(np.finfo(np.float64).eps)
-# Two arrays are "the same" for a diagnosis within float32's tolerance (4e-6 relative): see above.
+# Two arrays are "the same" for a diagnosis within float32's tolerance: see above.
 MATCH = TOLERANCE["float32"]
 # A fitted constant is named only when it is this far from the right one: closer than that,
-# the difference is rounding (float32 constants move results by ~1e-8), not a slip.
+# the difference is rounding (float32 constants move results by far less), not a slip.
 FIT_MARGIN = 1e-4
 
 
@@ -72,6 +75,12 @@ CHAIN_RULE_FACTORS = (
 )
 
 
+VARIANCE_N_1 = (
+    "the variance divided by n - 1 (Bessel's correction: ddof=1, torch.var's default); "
+    "LayerNorm's divides by n, the row's length (unbiased=False)"
+)
+
+
 def layer_norm_slips(dout, x, scale, eps: float) -> list[Candidate]:
     """What layer_norm_backward's dx is with one of its classic slips, from the step's arrays.
 
@@ -79,13 +88,15 @@ def layer_norm_slips(dout, x, scale, eps: float) -> list[Candidate]:
     (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sigma, means over the row: the first mean is
     the share that flows through the row's mean mu, the second through its variance. Dropping
     both (dx = dxhat / sigma: mu and sigma treated as constants) is the slip people make; one
-    of them alone, or the scale left out of dxhat, are its neighbours.
+    of them alone, or the scale left out of dxhat, are its neighbours; and the variance divided
+    by n - 1 rather than n (torch.var's default) in the right formula.
     """
     dout, x, scale = (np.asarray(a, np.float64) for a in (dout, x, scale))
     sigma = np.sqrt(x.var(axis=-1, keepdims=True) + eps)  # (..., 1)
-    xhat = (x - x.mean(axis=-1, keepdims=True)) / sigma  # (..., d)
+    sigma_n_1 = np.sqrt(x.var(axis=-1, ddof=1, keepdims=True) + eps)  # (..., 1)
 
-    def dx(dxhat, mean_term=True, var_term=True):
+    def dx(dxhat, mean_term=True, var_term=True, sigma=sigma):
+        xhat = (x - x.mean(axis=-1, keepdims=True)) / sigma  # (..., d)
         mean_share = dxhat.mean(axis=-1, keepdims=True) if mean_term else 0.0
         var_share = xhat * (dxhat * xhat).mean(axis=-1, keepdims=True) if var_term else 0.0
         return (dxhat - mean_share - var_share) / sigma
@@ -114,6 +125,7 @@ def layer_norm_slips(dout, x, scale, eps: float) -> list[Candidate]:
             "the scale is missing: out = scale xhat + shift, so dxhat = dout * scale, not dout",
             dx(dout),
         ),
+        Candidate("variance-n-1", VARIANCE_N_1, dx(dxhat, sigma=sigma_n_1)),
     ]
 
 
@@ -144,14 +156,22 @@ def diagnose(yours, expected, candidates=(), factors=(), dtype: str = "float64")
         if np.shape(candidate.array) == yours.shape and yours.shape != expected.shape and same(yours, candidate.array):
             return Diagnosis(candidate.slip, candidate.text)
     if yours.shape != expected.shape:
+        lead = yours.ndim - expected.ndim
+        if lead > 0 and yours.shape[lead:] == expected.shape and same(yours.sum(axis=tuple(range(lead))), expected):
+            return Diagnosis(
+                "broadcast-not-summed",
+                f"not summed over the broadcast dimensions: yours has shape {yours.shape}, one {expected.shape} per "
+                f"leading index; what is used by every row gets every row's share, so sum over the first {lead}",
+            )
         if yours.ndim == 2 and yours.shape == expected.shape[::-1]:
             return Diagnosis("transposed", f"transposed: shape {yours.shape} where {expected.shape} belongs")
         return Diagnosis("shape", f"shape {yours.shape} where {expected.shape} belongs")
     if yours.dtype != np.dtype(dtype):
         return Diagnosis(
             "dtype",
-            f"dtype {yours.dtype} in a {dtype} run: something is cast to {yours.dtype}; "
-            "make constants in the input's dtype (x.dtype.type(2.0)), not np.float64 or np.float32",
+            f"{yours.dtype} in a {dtype} run: something is cast to {yours.dtype} (a constant, or a helper that "
+            f"computes in double: add .astype(x.dtype)); make constants in the input's dtype (x.dtype.type(2.0)), "
+            "not np.float64 or np.float32; docs/contract.md wants every result in the requested dtype",
         )
     if not np.all(np.isfinite(yours)):
         return Diagnosis("not-finite", "NaN or inf where autograd has finite numbers")
@@ -185,7 +205,7 @@ def constant_factor(yours, expected, factors=()) -> Diagnosis | None:
     """
     yours, expected = np.asarray(yours, np.float64), np.asarray(expected, np.float64)
     c = fit(yours, np.zeros_like(expected), expected)
-    if c is None or abs(c - 1) < FIT_MARGIN or abs(c + 1) < FIT_MARGIN:
+    if c is None or abs(c - 1) < FIT_MARGIN or abs(c + 1) < FIT_MARGIN or abs(c) < FIT_MARGIN:
         return None
     for known in tuple(factors) + CHAIN_RULE_FACTORS:
         if abs(c - known.value) <= FIT_MARGIN * abs(known.value):

@@ -10,7 +10,6 @@ grader stops catching, or names wrongly, fails the suite; and a reference that c
 under a slip (its line is gone) fails it too, rather than passing unchecked.
 """
 
-import argparse
 import ast
 import importlib.util
 import sys
@@ -19,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shortcut_gradients.cli import OneLineParser
 from shortcut_gradients.plumbing import files
 from shortcut_gradients.plumbing.config import InputError
 
@@ -47,7 +47,7 @@ SLIPS = (
     Slip("loss_mean_over_rows", "mse_loss_backward", "output.size", "len(output)", "loss", "factor",
          "N is the number of rows: true only for one output column"),
     Slip("loss_float64_constant", "mse_loss_backward", "output.dtype.type(2.0 / output.size)",
-         "np.float64(2.0 / output.size)", "network", "dtype",
+         "np.float64(2.0 / output.size)", "loss", "dtype",
          "a float64 scalar: right in float64, it turns a float32 run's gradient float64"),
     Slip("gelu_other_form", "gelu_backward", 'if form == "tanh":', 'if form in ("tanh", "exact"):', "gelu",
          "other-gelu-form", "one derivative for both forms"),
@@ -59,10 +59,16 @@ SLIPS = (
          "chain-rule", "gelu'(x), not multiplied by the upstream gradient"),
     Slip("gelu_phi_prime_sign", "gelu_backward", "2.0 * phi * (1.0 - phi)", "2.0 * phi * (phi - 1.0)", "gelu", "sign",
          "tanh' = 1 - tanh^2 with its sign slipped"),
-    Slip("gelu_float32_constants", "gelu_backward", "(x.dtype.type(v) for v", "(np.float32(v) for v", "gelu",
+    Slip("gelu_float32_constants", "gelu_backward", "map(x.dtype.type, ", "map(np.float32, ", "gelu",
          "float32-constants", "the constants as float32 in a float64 run"),
     Slip("gelu_density_scale", "gelu_backward", "dphi = p * np.exp(", "dphi = np.exp(", "gelu", "factor",
          "the normal density without its 1/sqrt(2 pi)"),
+    Slip("gelu_cubic_inner", "gelu_backward", "k * (1.0 + 3.0 * c * x**2)", "k", "gelu", "term-missing",
+         "u = k (x + c x^3) differentiated as u' = k: the chain rule through the cubic forgotten"),
+    Slip("gelu_tanh_square", "gelu_backward", "2.0 * phi * (1.0 - phi)", "(1.0 - phi)", "gelu", "tanh-derivative",
+         "tanh' = 1 - t^2 written 1 - t (with Phi = (1 + t) / 2, (1 - t^2) / 2 = 2 Phi (1 - Phi) and (1 - t) / 2 = 1 - Phi)"),
+    Slip("gelu_exact_float64_leak", "gelu_backward", "_erf(x * s).astype(x.dtype)", "_erf(x * s)", "gelu", "dtype",
+         "erf computed in double and not cast back: a float32 run's gradient turns float64"),
     Slip("gelu_density_exponent", "gelu_backward", "np.exp(-0.5 * x**2)", "np.exp(-(x**2))", "gelu", "unknown",
          "exp(-x^2) for exp(-x^2 / 2): no classic slip, so no name"),
     Slip("linear_dW_transposed", "linear_backward", "dW = dz2.T @ x2", "dW = x2.T @ dz2", "linear", "transposed",
@@ -75,22 +81,29 @@ SLIPS = (
          "bias-not-summed", "summed over axis 0: right for (rows, d_out), wrong for 3-D batches"),
     Slip("linear_bias_mean", "linear_backward", "db = dz2.sum(axis=0)", "db = dz2.mean(axis=0)", "linear",
          "bias-not-summed", "averaged over rows, as the loss averages"),
+    Slip("linear_dW_last_row", "linear_backward", "dW = dz2.T @ x2", "dW = dz2[-1:].T @ x2[-1:]", "linear",
+         "overwritten", "a loop over rows with dW = where dW += belongs: the last row's share is all that is left"),
+    Slip("linear_dW_not_summed", "linear_backward", "dW = dz2.T @ x2", "dW = np.swapaxes(dz, -1, -2) @ x", "linear",
+         "broadcast-not-summed", "a dW per batch element: right for (rows, d), not summed over a (B, T, d) batch"),
+    Slip("linear_2d_only", "linear_backward", "dW = dz2.T @ x2", "dW = dz.T @ x", "linear", "raised",
+         "dz.T @ x: right for (rows, d), raises on a (B, T, d) batch"),
     Slip("shortcut_identity_missing", "ExampleDeepNeuralNetwork.backward", "dx + dy if shortcut", "dx if shortcut", "shortcut",
          "identity-missing", "the shortcut forgotten on the way back"),
     Slip("shortcut_layer_missing", "ExampleDeepNeuralNetwork.backward", "dx + dy if shortcut", "dy if shortcut", "shortcut",
          "layer-path-missing", "only the identity path"),
     Slip("network_not_propagated", "ExampleDeepNeuralNetwork.backward", "gelu_backward(dy, z", "gelu_backward(dout, z",
          "network", "not-propagated", "every layer's GELU fed the loss's gradient, not its own dy"),
-    Slip("layernorm_statistics_constant", "layer_norm_backward",
-         "dx = (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True)) / sigma",
+    Slip("layernorm_statistics_constant", "layer_norm_backward", "dx = (dxhat - mean_share - var_share) / sigma",
          "dx = dxhat / sigma", "layernorm", "mean-var-constant",
          "the row's mean and variance taken as constants: the two terms people drop"),
-    Slip("layernorm_variance_constant", "layer_norm_backward", " - xhat * (dxhat * xhat).mean(-1, keepdims=True)) / sigma",
-         ") / sigma",
-         "layernorm", "var-constant", "the mean's term kept, the variance's dropped"),
+    Slip("layernorm_variance_constant", "layer_norm_backward", "(dxhat - mean_share - var_share)",
+         "(dxhat - mean_share)", "layernorm", "var-constant", "the mean's term kept, the variance's dropped"),
     Slip("layernorm_scale_missing", "layer_norm_backward", "dxhat = dout * scale", "dxhat = dout", "layernorm",
          "scale-missing", "out = scale xhat + shift differentiated as if the scale were 1"),
-    Slip("layernorm_dscale_not_summed", "layer_norm_backward", "dscale = (dout * xhat).reshape(-1, d).sum(axis=0)",
+    Slip("layernorm_variance_n_1", "layer_norm_backward", "np.sqrt(x.var(axis=-1, keepdims=True)",
+         "np.sqrt(x.var(axis=-1, ddof=1, keepdims=True)", "layernorm", "variance-n-1",
+         "the sample variance, divided by n - 1, as torch.var computes it by default"),
+    Slip("layernorm_dscale_not_summed", "layer_norm_backward", "dscale = (dout * xhat).reshape(-1, x.shape[-1]).sum(axis=0)",
          "dscale = dout * xhat", "layernorm", "not-summed", "dscale for one row, as for one example"),
 )  # fmt: skip
 
@@ -128,16 +141,23 @@ def write(slip: Slip, folder: Path) -> Path:
     return path
 
 
-def catalogue() -> list[dict]:
-    """Grade every slip; per slip, where it was caught and what it was called."""
-    from shortcut_gradients.grader import grade
+def catalogue(jobs: int = 2) -> list[dict]:
+    """Grade every slip as the command line grades a class (each in a worker process of its own); per slip,
+    every step's result and the first that is not ok: where it was caught, and what it was called."""
+    from shortcut_gradients.grader import isolation
 
-    rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for slip in SLIPS:
-            results = grade.grade_file(write(slip, Path(folder)), every_step=False)
-            wrong = next((r for r in results if r.status != "ok"), None)
-            rows.append({"slip": slip, "result": wrong})
+        paths = [write(slip, Path(folder)) for slip in SLIPS]
+        graded = isolation.grade_all(isolation.read_all(paths), isolation.DEFAULT_TIMEOUT, jobs)
+    rows = []
+    for slip, g in zip(SLIPS, graded):
+        if g.error is not None:
+            raise ValueError(f"slip {slip.name} could not be graded: {g.error}")
+        for r in g.results:  # a line located in the faulty copy names it as a reader would: {slip.name}.py
+            r.diagnosis = r.diagnosis and r.diagnosis.replace(f"{Path(folder).resolve()}/", "")
+        rows.append(
+            {"slip": slip, "results": g.results, "result": next((r for r in g.results if r.status != "ok"), None)}
+        )
     return rows
 
 
@@ -154,12 +174,16 @@ def format_table(rows: list[dict]) -> str:
             continue
         flag = "" if (r.step, r.slip) == (slip.step, slip.slip) else f" (expected {slip.step}, {slip.slip})"
         lines.append(
-            f"| {slip.name}: {slip.note} | {change} | {r.step}{flag} | {r.tensor}, {r.case} | **{r.slip}**: {r.diagnosis} |"
+            f"| {slip.name}: {slip.note} | {change} | {r.step}{flag} | {r.tensor or 'the rule raised'}, {r.case} | **{r.slip}**: "
+            f"{r.diagnosis.replace('|', '/')} |"
         )
     return "\n".join(lines)
 
 
-BEGIN, END = "<!-- slips table: python -m shortcut_gradients.grader.slips --write docs/grader.md -->", "<!-- end of slips table -->"
+BEGIN, END = (
+    "<!-- slips table: python -m shortcut_gradients.grader.slips --write docs/grader.md -->",
+    "<!-- end of slips table -->",
+)
 
 
 def replace_table(page: str, table: str) -> str:
@@ -171,17 +195,17 @@ def replace_table(page: str, table: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shortcut_gradients.grader.slips", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m shortcut_gradients.grader.slips", description=__doc__.splitlines()[0])
     parser.add_argument("--write", metavar="PAGE.md", help="replace the table between the page's markers")
-    args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
+        args = parser.parse_args(argv)
         rows = catalogue()
         table = format_table(rows)
         if args.write:
             page = replace_table(Path(args.write).read_text(), table)
             files.write_atomically(args.write, lambda tmp: Path(tmp).write_text(page))
-    except (ValueError, InputError, OSError) as err:  # the reference moved under a slip, a copy raised, no page
+    except (ValueError, InputError, OSError) as err:  # a bad flag, a slip off the reference, no page
         print(f"shortcut_gradients.grader.slips: error: {err}", file=sys.stderr)
         return 2
     print(table)

@@ -1,32 +1,52 @@
-"""The grader's steps: each backward rule of a submission on its own, against torch's autograd in float64.
+"""The grader's steps: each backward rule of a submission on its own, against the answer key.
 
-    loss      mse_loss_backward(output, target)               outputs (1, 1), (4, 5), (2, 3, 5)
-    gelu      gelu_backward(dout, x, form), tanh then exact   x (1, 3), (5, 3), (2, 3, 4)
-    linear    linear_backward(dz, x, W) -> (dx, dW, db)       x (1, 3) (5, 3) with W (3, 3); (5, 4) (2, 3, 4) with W (3, 4)
+    loss      mse_loss_backward(output, target)
+    gelu      gelu_backward(dout, x, form), tanh then exact
+    linear    linear_backward(dz, x, W) -> (dx, dW, db)
     shortcut  ExampleDeepNeuralNetwork([(W, b)], True, form): one square residual layer's dx
-    network   loss_and_grads on the book network and a deeper batched one, through
-              shortcut_gradients.verdict.check.compare against the NumPy reference and torch, dy and dz included;
-              last, the book network in float32: the result must come back in the requested dtype
-    layernorm layer_norm_backward(dout, x, scale) -> (dx, dscale, dshift)   x (1, 3), (5, 3), (2, 3, 4);
-              then loss_and_grads(..., norm="pre") on the pre-LN book network and a deeper batched
-              one, as in step network, dscale and dshift included (the book's next step)
+    network   loss_and_grads, through shortcut_gradients.verdict.check.compare against the NumPy reference and
+              torch, dy and dz included; last, in float32: the result must come back in the requested dtype
+    layernorm layer_norm_backward(dout, x, scale) -> (dx, dscale, dshift); then loss_and_grads(..., norm="pre")
+              as in step network, dscale and dshift included (the book's next step)
 
-Inputs run from one row to 3-D batches, because the classic bias slips are invisible on one
-row. Each step stops at its first wrong tensor and names the likely slip (shortcut_gradients/grader/diagnose.py).
+The inputs and torch autograd's answers are shortcut_gradients/grader/answers.py's. Each step
+stops at its first wrong tensor and names the likely slip (shortcut_gradients/grader/diagnose.py).
 A step calls only its own rule (and the rules before it that it is built from), so a step
-that is ok is ok whatever the later blanks hold.
+that is ok is ok whatever the later blanks hold. Every call into the submission goes through
+`_run`, with copies of the answer key's arrays, and through a Submission
+(shortcut_gradients/grader/harness.py): a module in this process, or a worker process of its own
+(shortcut_gradients/grader/isolation.py), which only runs their rules and sends back arrays: every
+answer and every verdict is computed here.
+
+`grade` grades every step, whatever the earlier ones gave: a step whose rule raises is wrong
+at that case, with the one line; a step that cannot run because a rule of an earlier step is
+not written (or is the one that raises) is "not graded: needs step X"; after their process
+stops (it exited, or ran out of time) the rest is "not graded" too.
 """
 
 import functools
 import itertools
 import math
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from shortcut_gradients.cli import finite
+from shortcut_gradients.grader.answers import (
+    Case,
+    gelu_cases,
+    layernorm_cases,
+    linear_cases,
+    loss_cases,
+    network_cases,
+    pre_ln_network_cases,
+    shortcut_cases,
+)
 from shortcut_gradients.grader.diagnose import (
     CHAIN_RULE_FACTORS,
     FIT_MARGIN,
+    VARIANCE_N_1,
     Candidate,
     Diagnosis,
     Factor,
@@ -34,48 +54,36 @@ from shortcut_gradients.grader.diagnose import (
     fit,
     layer_norm_slips,
 )
-from shortcut_gradients.plumbing import user_code
-from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
-from shortcut_gradients.plumbing.weights import default_input, default_target, seeded_params
+from shortcut_gradients.grader.harness import Todo, as_submission
+from shortcut_gradients.plumbing.config import InputError
+from shortcut_gradients.plumbing.worker import WorkerError
 from shortcut_gradients.verdict import check, contract
 
 STEPS = ("loss", "gelu", "linear", "shortcut", "network", "layernorm")
 REQUIRED = ("mse_loss_backward", "gelu_backward", "linear_backward", "ExampleDeepNeuralNetwork", "loss_and_grads")
 # Step layernorm's rule: not REQUIRED, so that a copy of the skeleton made before it was added is still graded.
 LAYER_NORM_RULE = "layer_norm_backward"
-# float64's tolerance from shortcut_gradients.verdict.check: 1e-12 relative, elementwise, with its noise floor.
-# Autograd and a correct NumPy rule agree to ~1e-16 here (docs/grader.md measures it); a
-# float32 constant in a float64 run is off by ~1e-8, every other slip by far more.
+# float64's tolerance from shortcut_gradients.verdict.check: relative, elementwise, with its noise floor. It sits
+# far below the smallest slip (a float32 constant in a float64 run) and far above how closely autograd and a
+# correct rule agree: docs/grader.md measures both.
 TOLERANCE = check.TOLERANCE["float64"]
-EPS = float(np.finfo(np.float64).eps)
-DEEP_LAYER_SIZES = (4, 4, 4, 4, 4, 4, 4, 2)  # seven layers, six of them with a shortcut
-DEEP_INPUT_SHAPE = (2, 3, 4)
 
 
 @dataclass
 class StepResult:
     step: str
-    status: str  # "ok", "todo" or "wrong"
+    status: str  # "ok", "todo", "wrong", "error" (their process stopped here) or "not graded"
     tensor: str | None = None  # the first wrong tensor, as the submission names it: "db", "dy[2]"
     max_rel_diff: float | None = None  # ok: the worst over the step; wrong: that tensor's (None: shapes differ)
-    diagnosis: str | None = None  # wrong: the likely slip; todo: where the NotImplementedError was raised
+    diagnosis: str | None = None  # wrong: the likely slip; todo: where the NotImplementedError was raised;
+    # error: why their process stopped; not graded: what it needs
     slip: str | None = None  # the diagnosis's short name ("sign", "transposed", ...)
     case: str | None = None  # the inputs it went wrong on
     worst: dict | None = None  # the worst element: index, yours, expected
 
     def to_json(self) -> dict:
-        """The fields, with NaN and inf as the strings "nan", "inf", "-inf": JSON has no numbers for them."""
-        return _finite_json(asdict(self))
-
-
-def _finite_json(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_json(v) for v in value]
-    return value
+        """The fields, with NaN and inf as null (shortcut_gradients.cli.finite): JSON has no numbers for them."""
+        return finite(asdict(self))
 
 
 class Stop(Exception):
@@ -85,248 +93,27 @@ class Stop(Exception):
         self.result = result
 
 
-# --- inputs and autograd's answers, built once per process ------------------------------------
-
-
-def _torch():
-    import torch
-
-    return torch
-
-
-def _frozen(*arrays):
-    for a in arrays:
-        a.setflags(write=False)  # shared between gradings: a submission gets copies
-    return arrays
-
-
-@dataclass(frozen=True)
-class Case:
-    label: str
-    inputs: tuple  # the submission's arguments (read-only; copied before each call)
-    expected: dict  # tensor name -> autograd's answer, in the order they are checked
-    extra: dict  # what the candidates need
-
-
-@functools.cache
-def loss_cases() -> tuple[Case, ...]:
-    torch, rng = _torch(), np.random.default_rng(1)
-    cases = []
-    for out_shape, target_shape in (((1, 1), (1, 1)), ((4, 5), (4, 5)), ((2, 3, 5), (5,))):
-        output, target = _frozen(rng.normal(size=out_shape), rng.normal(size=target_shape))
-        o = torch.tensor(output, requires_grad=True)
-        loss = torch.mean((o - torch.tensor(target)) ** 2)
-        (dout,) = torch.autograd.grad(loss, o)
-        label = f"output {out_shape}, target {target_shape}"
-        cases.append(Case(label, (output, target), {"dout": dout.numpy()}, {"N": output.size, "rows": len(output)}))
-    return tuple(cases)
-
-
-def _gelu_torch(x, form: str):
-    """gelu(x) = x Phi(x) in torch, with Phi, so that autograd gives Phi' too."""
-    from impl_torch.model import GELU_CUBIC, SQRT_1_OVER_2, SQRT_2_OVER_PI
-
-    torch = _torch()
-    if form == "tanh":
-        phi = 0.5 * (1.0 + torch.tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x**3)))
-    else:
-        phi = 0.5 * (1.0 + torch.erf(x * SQRT_1_OVER_2))
-    return torch.nn.functional.gelu(x, approximate="tanh" if form == "tanh" else "none"), phi
-
-
-@functools.cache
-def gelu_cases() -> tuple[Case, ...]:
-    torch, rng = _torch(), np.random.default_rng(2)
-    cases = []
-    for form in ("tanh", "exact"):
-        for shape in ((1, 3), (5, 3), (2, 3, 4)):
-            x, dout = _frozen(rng.normal(scale=2.0, size=shape), rng.normal(size=shape))
-            grads = {}
-            for f in ("tanh", "exact"):
-                xt = torch.tensor(x, requires_grad=True)
-                g, phi = _gelu_torch(xt, f)
-                (slope,) = torch.autograd.grad(g.sum(), xt, retain_graph=True)  # gelu'(x)
-                (dphi,) = torch.autograd.grad(phi.sum(), xt)  # Phi'(x)
-                grads[f] = (slope.numpy(), phi.detach().numpy(), dphi.numpy())
-            slope, phi, dphi = grads[form]
-            other = "exact" if form == "tanh" else "tanh"
-            extra = {
-                "form": form,
-                "other": other,
-                "slope": slope,
-                "phi": phi,
-                "dphi": dphi,
-                "other_slope": grads[other][0],
-            }
-            cases.append(Case(f"x {shape}, form {form}", (dout, x, form), {"dx": dout * slope}, extra))
-    return tuple(cases)
-
-
-@functools.cache
-def linear_cases() -> tuple[Case, ...]:
-    torch, rng = _torch(), np.random.default_rng(3)
-    cases = []
-    for x_shape, w_shape in (((1, 3), (3, 3)), ((5, 3), (3, 3)), ((5, 4), (3, 4)), ((2, 3, 4), (3, 4))):
-        x, W, b = rng.normal(size=x_shape), rng.normal(size=w_shape), rng.normal(size=w_shape[:1])
-        dz = rng.normal(size=x_shape[:-1] + w_shape[:1])
-        _frozen(x, W, b, dz)
-        xt, Wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, W, b))
-        z = xt @ Wt.T + bt
-        dx, dW, db = torch.autograd.grad(z, (xt, Wt, bt), torch.tensor(dz))
-        expected = {"dW": dW.numpy(), "db": db.numpy(), "dx": dx.numpy()}
-        cases.append(Case(f"x {x_shape}, W {w_shape}", (dz, x, W), expected, {}))
-    return tuple(cases)
-
-
-@functools.cache
-def shortcut_cases() -> tuple[Case, ...]:
-    torch, rng = _torch(), np.random.default_rng(4)
-    cases = []
-    for form in ("tanh", "exact"):
-        for x_shape in ((1, 4), (5, 4), (2, 3, 4)):
-            x, W, b = rng.normal(size=x_shape), rng.normal(scale=0.5, size=(4, 4)), rng.normal(size=4)
-            dout = rng.normal(size=x_shape)
-            _frozen(x, W, b, dout)
-            xt = torch.tensor(x, requires_grad=True)
-            g, _ = _gelu_torch(xt @ torch.tensor(W).T + torch.tensor(b), form)
-            (dx,) = torch.autograd.grad(xt + g, xt, torch.tensor(dout))  # y = x + gelu(x W^T + b)
-            label = f"x {x_shape}, W (4, 4), form {form}"
-            cases.append(Case(label, (W, b, x, dout, form), {"dx": dx.numpy()}, {}))
-    return tuple(cases)
-
-
-@functools.cache
-def layernorm_cases() -> tuple[Case, ...]:
-    """layer_norm_backward's cases: rows with a mean of their own (so that mu matters) and a scale that is not 1."""
-    from impl_torch.model import LayerNorm
-
-    torch, rng = _torch(), np.random.default_rng(6)
-    cases = []
-    for shape in ((1, 3), (5, 3), (2, 3, 4)):
-        d = shape[-1]
-        x = rng.normal(scale=2.0, size=shape) + rng.normal(size=shape[:-1] + (1,))
-        dout, scale, shift = rng.normal(size=shape), rng.uniform(0.5, 1.5, d), rng.normal(size=d)
-        _frozen(x, dout, scale, shift)
-        norm = LayerNorm(d).double()
-        with torch.no_grad():
-            norm.scale.copy_(torch.tensor(scale))
-            norm.shift.copy_(torch.tensor(shift))
-        xt = torch.tensor(x, requires_grad=True)
-        dx, dscale, dshift = torch.autograd.grad(norm(xt), (xt, norm.scale, norm.shift), torch.tensor(dout))
-        expected = {"dscale": dscale.numpy(), "dshift": dshift.numpy(), "dx": dx.numpy()}
-        cases.append(Case(f"x {shape}, scale ({d},)", (dout, x, scale), expected, {}))
-    return tuple(cases)
-
-
-def _answers(label: str, params, x, target, kw: dict) -> Case:
-    """A network case: loss_and_grads of the NumPy reference and of torch, which must agree."""
-    import impl_numpy.model as reference
-    import impl_torch
-
-    _frozen(x, target, *(a for layer in params for a in layer))
-    dtype = kw["dtype"]
-    expected = {
-        "reference": contract.validate(
-            "impl_numpy", reference.loss_and_grads(params, x, target, **kw), params, x, dtype
-        ),
-        "torch": contract.validate("impl_torch", impl_torch.loss_and_grads(params, x, target, **kw), params, x, dtype),
-    }
-    agreement = check.compare(expected, dtype)
-    if not agreement["agree"]:  # the grader's own answers disagree: a bug in the project, not the submission
-        raise RuntimeError(f"impl_numpy and impl_torch disagree on {label}: {agreement['first_mismatch']}")
-    return Case(label, (params, x, target), expected, kw)
-
-
-@functools.cache
-def pre_ln_network_cases() -> tuple[Case, ...]:
-    """Step layernorm's networks: the book's and a deeper batched one with a LayerNorm before every layer,
-    its scale and shift drawn away from 1 and 0 so that a slip in either shows."""
-    rng = np.random.default_rng(7)
-
-    def pre_ln(sizes):
-        return [
-            (
-                W.astype(np.float64),
-                b.astype(np.float64),
-                rng.uniform(0.5, 1.5, W.shape[1]),
-                rng.normal(0, 0.5, W.shape[1]),
-            )
-            for W, b in seeded_params(sizes, BOOK_SEED)
-        ]
-
-    book_x, book_target = default_input(BOOK_LAYER_SIZES[0]), default_target(BOOK_LAYER_SIZES[-1])
-    deep_x = rng.uniform(-2.0, 2.0, DEEP_INPUT_SHAPE)
-    deep_target = rng.uniform(-1.0, 1.0, DEEP_INPUT_SHAPE[:-1] + DEEP_LAYER_SIZES[-1:])
-    sizes = ",".join(map(str, DEEP_LAYER_SIZES))
-    kw = {"gelu_form": "tanh", "dtype": "float64", "norm": "pre"}
-    return (
-        _answers(
-            "pre-LN book network, tanh, no shortcut",
-            pre_ln(BOOK_LAYER_SIZES),
-            book_x,
-            book_target,
-            {**kw, "use_shortcut": False},
-        ),
-        _answers(
-            f"pre-LN layers {sizes}, x {DEEP_INPUT_SHAPE}, tanh, shortcut",
-            pre_ln(DEEP_LAYER_SIZES),
-            deep_x,
-            deep_target,
-            {**kw, "use_shortcut": True},
-        ),
-    )
-
-
-@functools.cache
-def network_cases() -> tuple[Case, ...]:
-    book = [(W.astype(np.float64), b.astype(np.float64)) for W, b in seeded_params(BOOK_LAYER_SIZES, BOOK_SEED)]
-    deep = [(W.astype(np.float64), b.astype(np.float64)) for W, b in seeded_params(DEEP_LAYER_SIZES, BOOK_SEED)]
-    book32 = [(W.astype(np.float32), b.astype(np.float32)) for W, b in book]
-    rng = np.random.default_rng(5)
-    deep_x = rng.uniform(-2.0, 2.0, DEEP_INPUT_SHAPE)
-    deep_target = rng.uniform(-1.0, 1.0, DEEP_INPUT_SHAPE[:-1] + DEEP_LAYER_SIZES[-1:])
-    book_x, book_target = default_input(BOOK_LAYER_SIZES[0]), default_target(BOOK_LAYER_SIZES[-1])
-    sizes = ",".join(map(str, DEEP_LAYER_SIZES))
-    book32_x, book32_target = book_x.astype(np.float32), book_target.astype(np.float32)
-    cases = []
-    for label, params, x, target, form, use_shortcut, dtype in (
-        ("book network, tanh, no shortcut", book, book_x, book_target, "tanh", False, "float64"),
-        ("book network, tanh, shortcut", book, book_x, book_target, "tanh", True, "float64"),
-        ("book network, exact, shortcut", book, book_x, book_target, "exact", True, "float64"),
-        (f"layers {sizes}, x {DEEP_INPUT_SHAPE}, tanh, shortcut", deep, deep_x, deep_target, "tanh", True, "float64"),
-        (
-            f"layers {sizes}, x {DEEP_INPUT_SHAPE}, exact, no shortcut",
-            deep,
-            deep_x,
-            deep_target,
-            "exact",
-            False,
-            "float64",
-        ),
-        # The book's own dtype: is the result float32 (contract), and right to float32's tolerance?
-        ("book network, tanh, shortcut, float32", book32, book32_x, book32_target, "tanh", True, "float32"),
-    ):
-        cases.append(
-            _answers(label, params, x, target, {"use_shortcut": use_shortcut, "gelu_form": form, "dtype": dtype})
-        )
-    return tuple(cases)
-
-
 # --- running their code -------------------------------------------------------------------------
 
 
-def _run(step: str, module, case: Case, fn, *args, **kwargs):
-    """fn(*args) through shortcut_gradients.plumbing.user_code: NotImplementedError is todo, anything else one InputError line."""
+class Raised(InputError):
+    """Their rule raised: `line` (their file and line), at `step` on `case`; str() adds the step and case."""
+
+    def __init__(self, line: str, step: str, case: str):
+        super().__init__(f"{line} (step {step}, {case})")
+        self.line, self.step, self.case = line, step, case
+
+
+def _run(step: str, module, case: Case, rule: str, *args, **kwargs):
+    """Their `rule` (a function's name, or a harness helper's) on copies of args (the answer key's are shared
+    and read-only): NotImplementedError is todo (Stop), anything else Raised, one line naming the step and
+    the case. The one place the grader calls a submission; `module` is a module or a harness Submission."""
     try:
-        return user_code.call(module, fn, *args, passthrough=(NotImplementedError,), **kwargs)
-    except NotImplementedError as err:
-        raise Stop(StepResult(step, "todo", diagnosis=user_code.describe(err, module), case=case.label)) from None
+        return as_submission(module).run(rule, *args, **kwargs)
+    except Todo as todo:
+        raise Stop(StepResult(step, "todo", diagnosis=todo.description, case=case.label)) from None
     except InputError as err:
-        raise InputError(f"{err} (step {step}, {case.label})") from None
-
-
-def _copy(a):
-    return np.array(a) if isinstance(a, np.ndarray) else a
+        raise Raised(str(err), step, case.label) from None
 
 
 def _as_array(step: str, case: Case, name: str, value) -> np.ndarray:
@@ -401,9 +188,7 @@ def grade_loss(module) -> StepResult:
 
 def _loss_case(module, case: Case) -> float:
     output, target = case.inputs
-    dout = _as_array(
-        "loss", case, "dout", _run("loss", module, case, module.mse_loss_backward, _copy(output), _copy(target))
-    )
+    dout = _as_array("loss", case, "dout", _run("loss", module, case, "mse_loss_backward", output, target))
     n, rows = case.extra["N"], case.extra["rows"]
     factors = [
         Factor(n, f"N = {n}", "not divided by N, the number of elements: the loss is a mean"),
@@ -414,7 +199,18 @@ def _loss_case(module, case: Case) -> float:
     # A case-specific factor that equals 1 or a chain-rule constant (N = 2, say) would only shadow the plainer name.
     plain = [1.0] + [k.value for k in CHAIN_RULE_FACTORS]
     factors = [f for f in factors if all(abs(f.value - v) > 1e-9 for v in plain)]
-    return _check("loss", case, "dout", dout, case.expected["dout"], factors=factors)
+    return _reported(
+        case, _check("loss", case, "dout", dout, case.expected["dout"], factors=factors, dtype=_dtype(case))
+    )
+
+
+def _dtype(case: Case) -> str:
+    return case.extra.get("dtype", "float64")
+
+
+def _reported(case: Case, worst: float) -> float:
+    """An ok step reports its float64 agreement: a float32 case's rounding would only hide it."""
+    return worst if _dtype(case) == "float64" else 0.0
 
 
 def grade_gelu(module) -> StepResult:
@@ -423,8 +219,9 @@ def grade_gelu(module) -> StepResult:
 
 def _gelu_case(module, case: Case) -> float:
     dout, x, form = case.inputs
-    dx = _as_array("gelu", case, "dx", _run("gelu", module, case, module.gelu_backward, _copy(dout), _copy(x), form))
-    return _check("gelu", case, "dx", dx, case.expected["dx"], functools.partial(_gelu_candidates, case, dx))
+    dx = _as_array("gelu", case, "dx", _run("gelu", module, case, "gelu_backward", dout, x, form))
+    candidates = functools.partial(_gelu_candidates, case, dx)
+    return _reported(case, _check("gelu", case, "dx", dx, case.expected["dx"], candidates, dtype=_dtype(case)))
 
 
 def _gelu_candidates(case: Case, dx: np.ndarray) -> list:
@@ -449,6 +246,25 @@ def _gelu_candidates(case: Case, dx: np.ndarray) -> list:
         ),
         Candidate("chain-rule", "yours is gelu'(x) itself: multiply it by dout (the chain rule)", e["slope"]),
     ]
+    if form == "tanh":
+        from impl_torch.model import GELU_CUBIC as c
+        from impl_torch.model import SQRT_2_OVER_PI as k
+
+        x64 = np.asarray(x, np.float64)
+        t = np.tanh(k * (x64 + c * x64**3))  # Phi = (1 + t) / 2, Phi' = (1 - t^2) / 2 * u'
+        inner = k * (1 + 3 * c * x64**2)  # u' for u = k (x + c x^3)
+        candidates += [
+            Candidate(
+                "term-missing",
+                "the cubic's inner derivative is missing: u = k (x + c x^3) => u' = k (1 + 3 c x^2); yours has u' = k",
+                dout * (phi + x64 * 0.5 * (1 - t**2) * k),
+            ),
+            Candidate(
+                "tanh-derivative",
+                "tanh' = 1 - tanh^2: yours has 1 - tanh (the square is missing)",
+                dout * (phi + x64 * 0.5 * (1 - t) * inner),
+            ),
+        ]
     found = _gelu_fits(dx, dout, x, form, phi, dphi)
     if found is not None:  # a fitted constant: yours itself is what that slip computes
         candidates.append(Candidate(found.slip, found.text, dx))
@@ -477,6 +293,11 @@ def _gelu_fits(dx, dout, x, form: str, phi, dphi) -> Diagnosis | None:
 
         a = dphi / (1 + 3 * c * x**2)
         m = fit(dx, dout * (phi + x * a), dout * x * a * c * x**2)
+        if m is not None and abs(m) < FIT_MARGIN:  # no cubic term at all: a term missing, not a factor
+            return Diagnosis(
+                "term-missing",
+                "the cubic's inner derivative is missing: u = k (x + c x^3) => u' = k (1 + 3 c x^2); yours has u' = k",
+            )
         if m is not None and abs(m - 3) > FIT_MARGIN:
             return Diagnosis(
                 "factor",
@@ -514,7 +335,7 @@ def _tuple_of(step: str, case: Case, returned, names: tuple[str, ...]) -> dict:
 
 def _linear_case(module, case: Case) -> float:
     dz, x, W = case.inputs
-    returned = _run("linear", module, case, module.linear_backward, _copy(dz), _copy(x), _copy(W))
+    returned = _run("linear", module, case, "linear_backward", dz, x, W)
     yours = _tuple_of("linear", case, returned, LINEAR_RETURNS)
     _check_return_order(case, yours)
     rows = int(np.prod(x.shape[:-1]))
@@ -530,6 +351,14 @@ def _linear_case(module, case: Case) -> float:
         db_candidates.insert(
             0, Candidate("bias-not-summed", f"bias summed over the first dimension only; {bias}", dz.sum(axis=0))
         )
+    x2 = x.reshape(-1, x.shape[-1])
+    reused = "`=` where `+=` belongs: every row uses the same {0}, so every row's share adds into d{0}"
+    dw_candidates = []
+    if rows > 1:  # a loop over rows that assigns where it should add keeps the last row's share
+        db_candidates.append(Candidate("overwritten", f"only the last row's dz: {reused.format('b')}", dz2[-1]))
+        dw_candidates.append(
+            Candidate("overwritten", f"only the last row's dz^T x: {reused.format('W')}", np.outer(dz2[-1], x2[-1]))
+        )
     averaged = Factor(1 / rows, f"1/rows = 1/{rows}", f"bias averaged over rows, not summed; {bias}", "bias-not-summed")
     dw_averaged = Factor(1 / rows, f"1/rows = 1/{rows}", "averaged over rows, not summed: every row adds its dz^T x")
     dx_candidates = []
@@ -537,12 +366,18 @@ def _linear_case(module, case: Case) -> float:
         dx_candidates.append(
             Candidate("transposed", "transposed: dz @ W.T where z = x W^T + b gives dx = dz W", dz @ W.T)
         )
-    worst = _check("linear", case, "dW", yours["dW"], case.expected["dW"], factors=[dw_averaged] if rows > 1 else [])
+    dtype = _dtype(case)
+    worst = _check(
+        "linear", case, "dW", yours["dW"], case.expected["dW"], dw_candidates, [dw_averaged] if rows > 1 else [], dtype
+    )
     worst = max(
         worst,
-        _check("linear", case, "db", yours["db"], case.expected["db"], db_candidates, [averaged] if rows > 1 else []),
+        _check(
+            "linear", case, "db", yours["db"], case.expected["db"], db_candidates, [averaged] if rows > 1 else [], dtype
+        ),
     )
-    return max(worst, _check("linear", case, "dx", yours["dx"], case.expected["dx"], dx_candidates))
+    worst = max(worst, _check("linear", case, "dx", yours["dx"], case.expected["dx"], dx_candidates, dtype=dtype))
+    return _reported(case, worst)
 
 
 def _check_return_order(case: Case, yours: dict) -> None:
@@ -574,9 +409,7 @@ def grade_shortcut(module) -> StepResult:
 
 def _shortcut_case(module, case: Case) -> float:
     W, b, x, dout, form = case.inputs
-    net = _run("shortcut", module, case, module.ExampleDeepNeuralNetwork, [(_copy(W), _copy(b))], True, form)
-    _run("shortcut", module, case, net.forward, _copy(x))
-    dx = _as_array("shortcut", case, "dx", _run("shortcut", module, case, net.backward, _copy(dout)))
+    dx = _as_array("shortcut", case, "dx", _run("shortcut", module, case, "residual_dx", W, b, x, dout, form))
     expected = case.expected["dx"]
     candidates = [
         Candidate(
@@ -591,7 +424,7 @@ def _shortcut_case(module, case: Case) -> float:
         ),
         Candidate("identity-twice", "the identity path is added twice: y = x + a gives dx one dy", expected + dout),
     ]
-    return _check("shortcut", case, "dx", dx, expected, candidates)
+    return _reported(case, _check("shortcut", case, "dx", dx, expected, candidates, dtype=_dtype(case)))
 
 
 def grade_network(module) -> StepResult:
@@ -600,19 +433,21 @@ def grade_network(module) -> StepResult:
 
 def _network_case(module, case: Case, step: str = "network") -> float:
     params, x, target = case.inputs
-    copies = [tuple(_copy(a) for a in layer) for layer in params]
-    raw = _run(step, module, case, module.loss_and_grads, copies, _copy(x), _copy(target), **case.extra)
+    raw = _run(step, module, case, "loss_and_grads", params, x, target, **case.extra)
     try:
         yours = contract.normalise("yours", raw, len(params), norm=case.extra.get("norm") == "pre")
     except InputError as err:
         message = str(err).removeprefix("yours: ")
         raise Stop(StepResult(step, "wrong", None, None, message, "contract", case.label)) from None
+    dtype = case.extra["dtype"]
+    for key, value in raw.items():
+        if key in yours and type(value) in (float, int):  # a Python number has no dtype: taken as the run's
+            yours[key] = yours[key].astype(dtype)
     reference, autograd = case.expected["reference"], case.expected["torch"]
     listed = {name: array for name, _, array in contract.tensors(yours)}
     shapes_match = all(listed[name].shape == np.shape(a) for name, _, a in check.tensors(reference))
     # The parameters' verdict is shortcut_gradients.verdict.check.compare's, three ways; dy and dz (the
     # reference's alone: torch does not return them) are compared with the same relative error.
-    dtype = case.extra["dtype"]
     verdict = (
         check.compare({"yours": yours, "reference": reference, "torch": autograd}, dtype) if shapes_match else None
     )
@@ -628,7 +463,13 @@ def _network_case(module, case: Case, step: str = "network") -> float:
                 continue
         candidates = functools.partial(_network_candidates, name, layer, reference, case.extra["use_shortcut"])
         worst = max(worst, _check(step, case, label, mine, expected, candidates, dtype=dtype))
-    # An ok step reports its float64 agreement: float32's rounding (~1e-7) would only hide it.
+    # Every value is right; a PASS also means compare.py accepts the result: its own check, the contract's.
+    try:
+        contract.validate("yours", raw, params, x, dtype)
+    except InputError as err:
+        message = f"{str(err).removeprefix('yours: ')} (docs/contract.md: compare.py refuses it)"
+        raise Stop(StepResult(step, "wrong", None, None, message, "contract", case.label)) from None
+    # An ok step reports its float64 agreement: float32's rounding would only hide it.
     return worst if dtype == "float64" else 0.0
 
 
@@ -693,7 +534,7 @@ def _broadcasts(shape: tuple, to: tuple) -> bool:
 
 def grade_layernorm(module) -> StepResult:
     """layer_norm_backward on its own, then the pre-LN networks through loss_and_grads(norm="pre")."""
-    if not callable(getattr(module, LAYER_NORM_RULE, None)):
+    if not as_submission(module).defines(LAYER_NORM_RULE):
         return StepResult(
             "layernorm", "todo", diagnosis=f"{LAYER_NORM_RULE} is not defined: copy blank 6 from exercises/backprop.py"
         )
@@ -713,29 +554,42 @@ def _layernorm_case(module, case: Case) -> float:
     from impl_torch.model import LAYER_NORM_EPS  # the answer key's eps
 
     dout, x, scale = case.inputs
-    returned = _run("layernorm", module, case, module.layer_norm_backward, _copy(dout), _copy(x), _copy(scale))
+    dtype = _dtype(case)
+    returned = _run("layernorm", module, case, "layer_norm_backward", dout, x, scale)
     yours = _tuple_of("layernorm", case, returned, LAYER_NORM_RETURNS)
     rows = int(np.prod(x.shape[:-1]))
-    xhat = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + LAYER_NORM_EPS)
+    x64, dout64 = np.asarray(x, np.float64), np.asarray(dout, np.float64)
+    centred = x64 - x64.mean(axis=-1, keepdims=True)
+    xhat = centred / np.sqrt(x64.var(axis=-1, keepdims=True) + LAYER_NORM_EPS)
+    xhat_n_1 = centred / np.sqrt(x64.var(axis=-1, ddof=1, keepdims=True) + LAYER_NORM_EPS)
     summed = (
         "every row is normalised with the same scale and shift, so their gradients sum over every leading dimension"
     )
-    per_row = {"dscale": dout * xhat, "dshift": dout}  # each row's share, (..., d)
+    per_row = {"dscale": dout64 * xhat, "dshift": dout64}  # each row's share, (..., d)
     worst = 0.0
     for name in ("dscale", "dshift"):
+        shares = per_row[name].reshape(-1, x.shape[-1])  # (rows, d)
         candidates = [
             Candidate("not-summed", f"{name} not summed over rows: it has dout's shape; {summed}", per_row[name]),
-            Candidate(
-                "not-summed", f"{name} from the first row only; {summed}", per_row[name].reshape(-1, x.shape[-1])[0]
-            ),
+            Candidate("not-summed", f"{name} from the first row only; {summed}", shares[0]),
         ]
+        if rows > 1:
+            reused = (
+                f"`=` where `+=` belongs: every row uses the same {name[1:]}, so every row's share adds into {name}"
+            )
+            candidates.append(Candidate("overwritten", f"{name} from the last row only: {reused}", shares[-1]))
+        if name == "dscale":
+            candidates.append(
+                Candidate("variance-n-1", VARIANCE_N_1, (dout64 * xhat_n_1).reshape(-1, x.shape[-1]).sum(0))
+            )
         averaged = Factor(1 / rows, f"1/rows = 1/{rows}", f"averaged over rows, not summed; {summed}", "not-summed")
         found = _check(
-            "layernorm", case, name, yours[name], case.expected[name], candidates, [averaged] if rows > 1 else []
+            "layernorm", case, name, yours[name], case.expected[name], candidates, [averaged] if rows > 1 else [], dtype
         )
         worst = max(worst, found)
     slips = functools.partial(layer_norm_slips, dout, x, scale, LAYER_NORM_EPS)
-    return max(worst, _check("layernorm", case, "dx", yours["dx"], case.expected["dx"], slips))
+    worst = max(worst, _check("layernorm", case, "dx", yours["dx"], case.expected["dx"], slips, dtype=dtype))
+    return _reported(case, worst)
 
 
 GRADERS = {
@@ -748,14 +602,53 @@ GRADERS = {
 }
 
 
-def grade(module, every_step: bool = False) -> list[StepResult]:
-    """Each step in order; stops after the first wrong one unless every_step. Raises InputError
-    (one line: their file and line) when their code raises anything but NotImplementedError."""
-    user_code.require(module, REQUIRED)
-    results = []
+# The step whose rule each of their functions is (a frame's name, as user_code.describe prints it):
+# a later step stopped inside one of them needs that step first.
+OWNER = {
+    "mse_loss_backward": "loss",
+    "gelu_backward": "gelu",
+    "linear_backward": "linear",
+    "ExampleDeepNeuralNetwork": "shortcut",
+    "__init__": "shortcut",
+    "forward": "shortcut",
+    "backward": "shortcut",
+    "loss_and_grads": "network",
+    "layer_norm_backward": "layernorm",
+}
+
+
+def grade(module) -> list[StepResult]:
+    """Every step, in order, each graded whatever the others gave (see the module's docstring).
+
+    module: a module, or a harness Submission (a worker process). Raises InputError (one line)
+    only when the submission lacks a required function: then nothing can be graded.
+    """
+    submission = as_submission(module)
+    submission.require(REQUIRED)
+    results: list[StepResult] = []
     for step in STEPS:
-        result = GRADERS[step](module)
-        results.append(result)
-        if result.status == "wrong" and not every_step:
-            break
+        stopped = next((r for r in results if r.status == "error"), None)
+        if stopped is not None:
+            results.append(StepResult(step, "not graded", diagnosis=f"the submission stopped at step {stopped.step}"))
+            continue
+        try:
+            result = GRADERS[step](submission)
+        except Raised as err:
+            result = StepResult(step, "wrong", diagnosis=err.line, slip="raised", case=err.case)
+        except WorkerError as err:  # their process exited or ran out of time: nothing more can run in it
+            result = StepResult(step, "error", diagnosis=str(err), slip="stopped")
+        results.append(_needs(result, results))
     return results
+
+
+def _needs(result: StepResult, earlier: list[StepResult]) -> StepResult:
+    """A todo or a raise inside an earlier step's rule that is not ok: "not graded: needs step X"."""
+    if result.status not in ("todo", "wrong") or (result.status == "wrong" and result.slip != "raised"):
+        return result
+    where = re.search(r":\d+ in ([\w<>]+): ", result.diagnosis or "")
+    owner = OWNER.get(where[1]) if where else None
+    before = {r.step: r for r in earlier}
+    if owner is None or owner == result.step or owner not in before or before[owner].status == "ok":
+        return result
+    return StepResult(result.step, "not graded", diagnosis=f"needs step {owner} ({before[owner].status})",
+                      case=result.case)  # fmt: skip
