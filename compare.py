@@ -6,7 +6,10 @@ This script is `shortcut-compare` (the installed command) run from the repositor
 
 import sys
 
-from shortcut_gradients.compare import main
-
 if __name__ == "__main__":
+    try:
+        from shortcut_gradients.compare import main
+    except KeyboardInterrupt:  # Ctrl-C while the package loads: one line, as anywhere else in the run
+        print("compare.py: interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

@@ -8,37 +8,51 @@
     python compare.py --side-by-side page.html   # the three model.py files in aligned columns
 
 Exit status: 0 when every element of every gradient agrees (and the book's numbers match,
-where the configuration is the book's), 1 when anything disagrees, 2 for bad input.
+where the configuration is the book's), 1 when anything disagrees, 2 for bad input (work
+estimated past a couple of minutes included, unless --allow-long), 130 after Ctrl-C and
+143 after SIGTERM. Each file written is confirmed on stderr (`wrote FILE`).
 """
 
 import argparse
+import math
+import signal
 import sys
+import threading
+import time
+from contextlib import contextmanager
 
-from shortcut_gradients.plumbing import inputs, weights
-from shortcut_gradients.plumbing.config import (
-    DTYPES,
-    GELU_FORMS,
-    NORMS,
-    ORACLE,
-    SHORTCUT_SETTINGS,
-    Config,
-    InputError,
-    parse_layer_sizes,
-)
-from shortcut_gradients.plumbing.frameworks import MODULES
-from shortcut_gradients.teaching import outputs
-from shortcut_gradients.verdict import report as reporting
-from shortcut_gradients.verdict.run import run
+from shortcut_gradients.cli import OneLineParser
+from shortcut_gradients.plumbing.config import DTYPES, GELU_FORMS, NORMS, ORACLE, SHORTCUT_SETTINGS, Config, InputError
+
+# Only light modules above: the rest (NumPy, the frameworks) is imported in main, under its signal handling,
+# so that Ctrl-C while they load is one line too.
+PROGRESS_SECONDS = 20  # work estimated past this reports progress on stderr
+PROGRESS_EVERY = 10  # seconds between those reports
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (and exit 2), like every other bad input."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C does: temporary files are removed."""
 
-    def error(self, message):
-        raise InputError(message)
+
+def terminate(signum, frame):
+    raise Terminated
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"takes a positive number of seconds, such as 60; got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from shortcut_gradients.plumbing import inputs
+    from shortcut_gradients.plumbing.frameworks import MODULES
+    from shortcut_gradients.teaching import outputs
+
     defaults = Config()
     p = OneLineParser(prog="compare.py", description=__doc__.splitlines()[0])
     p.add_argument("--layer-sizes", help="comma-separated widths, input first (default: the book's 3,3,3,3,3,1)")
@@ -70,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
         f" and {ORACLE} for finite differences (float64, small networks)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=positive_seconds,
+        default=inputs.DEFAULT_TIMEOUT,
+        help="time limit for outside code: a plug-in's import and each call (default: %(default)s)",
+    )
+    p.add_argument(
+        "--allow-long",
+        action="store_true",
+        help="run work estimated to take more than a few minutes, instead of refusing it (progress goes to stderr)",
+    )
     learn = p.add_argument_group("learning backprop from it (docs/backprop.md)")
     learn.add_argument(
         "--explain", action="store_true", help="per layer, the gradient through the layer and through the identity path"
@@ -102,8 +128,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The command line: 0 agree, 1 disagree, 2 bad input; 130 after Ctrl-C and 143 after SIGTERM,
+    each with one line on stderr and no temporary file left behind."""
+    with sigterm_raises():
+        try:
+            return checked_main(argv)
+        except KeyboardInterrupt as err:  # Terminated too: temporary files were removed on the way here
+            print("compare.py: interrupted", file=sys.stderr)
+            return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+
+
+def checked_main(argv) -> int:
     try:
+        from shortcut_gradients.plumbing import frameworks, inputs, weights
+        from shortcut_gradients.plumbing.config import parse_layer_sizes
+        from shortcut_gradients.teaching import outputs
+
         args = build_parser().parse_args(argv)
+        request = outputs.Request(
+            args.explain,
+            args.plot,
+            args.sweep_depth,
+            args.sweep_plot,
+            args.side_by_side,
+            sweep_seeds=args.sweep_seeds,
+            sweep_widths=args.sweep_widths,
+        )
+        sweep = outputs.check(request, weights_file=args.weights, save_weights=args.save_weights)
         run_inputs = inputs.resolve(
             frameworks_text=args.frameworks,
             layer_sizes=parse_layer_sizes(args.layer_sizes) if args.layer_sizes is not None else None,
@@ -114,29 +165,75 @@ def main(argv=None) -> int:
             gelu=args.gelu,
             dtype=args.dtype,
             norm=args.norm,
+            timeout=args.timeout,
+            allow_long=args.allow_long,
+            extra_seconds=outputs.sweep_seconds(sweep),
         )
-        request = outputs.Request(
-            args.explain,
-            args.plot,
-            args.sweep_depth,
-            args.sweep_plot,
-            args.side_by_side,
-            sweep_seeds=args.sweep_seeds,
-            sweep_widths=args.sweep_widths,
-        )
-        sweep = outputs.check(request, weights_file=args.weights)
-        if args.save_weights:
-            weights.save_weights(args.save_weights, run_inputs.params, run_inputs.x, run_inputs.target)
-        report = run(run_inputs)
-        outputs.produce(report, request, run_inputs, sweep)
+        from shortcut_gradients.verdict import report as reporting
+        from shortcut_gradients.verdict.run import run
+
+        try:
+            with progress(run_inputs.seconds):
+                if args.save_weights is not None:
+                    weights.save_weights(args.save_weights, run_inputs.params, run_inputs.x, run_inputs.target)
+                    outputs.wrote(args.save_weights)
+                report = run(run_inputs)
+                outputs.produce(report, request, run_inputs, sweep)
+        finally:
+            frameworks.close(run_inputs.fns)  # a user's implementation runs in a process of its own
     except (InputError, OSError) as err:  # bad input, or a file that could not be written (none is left half-written)
         print(f"compare.py: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            "compare.py: error: out of memory (more than the estimate allowed for): use a smaller network or batch,"
+            " or raise the memory limit (ulimit -v)",
+            file=sys.stderr,
+        )
         return 2
     if args.json:
         print(reporting.to_json(report))
     else:
         print(reporting.format_report(report) + outputs.format_learning(report))
     return 0 if report["agree"] else 1
+
+
+@contextmanager
+def sigterm_raises():
+    """SIGTERM raises Terminated for the block (on the main thread; elsewhere signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def progress(estimate: float):
+    """For work estimated past PROGRESS_SECONDS, a line on stderr now and every PROGRESS_EVERY seconds."""
+    if estimate <= PROGRESS_SECONDS:
+        yield
+        return
+    start, done = time.monotonic(), threading.Event()
+    print(f"compare.py: about {estimate:.0f} s of work, estimated from the sizes", file=sys.stderr, flush=True)
+
+    def report_progress():
+        while not done.wait(PROGRESS_EVERY):
+            elapsed = time.monotonic() - start
+            print(
+                f"compare.py: working, {elapsed:.0f} s so far (estimate {estimate:.0f} s)", file=sys.stderr, flush=True
+            )
+
+    reporter = threading.Thread(target=report_progress, daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reporter.join()
 
 
 def main_exit() -> None:

@@ -232,8 +232,37 @@ BAD_INPUTS = {
         "disagrees with",
     ),
     "save-into-missing-folder": (lambda p: ["--save-weights", str(p / "no" / "w.safetensors")], "does not exist"),
-    "save-onto-a-folder": (lambda p: ["--save-weights", str(p)], "is a directory"),
+    "save-onto-a-folder": (lambda p: ["--save-weights", str(p)], "names a folder"),
+    "save-to-a-folder-path": (lambda p: ["--save-weights", str(p / "new") + "/"], "names a folder"),
+    "save-to-an-empty-path": (["--save-weights", ""], "--save-weights was given an empty file name"),
+    "weights-empty-path": (["--weights", ""], "--weights was given an empty file name"),
+    "save-onto-a-device": (["--save-weights", "/dev/null"], "is not a regular file"),
+    "weights-aliased-index": (
+        lambda p: ["--weights", bad_file(p, lambda t: t.update({"layers.00.0.weight": 0 * t["layers.0.0.weight"]}))],
+        "'layers.00.0.weight' and 'layers.0.0.weight' both name layer 0",
+    ),
+    "weights-index-in-another-script": (
+        lambda p: ["--weights", bad_file(p, lambda t: t.update({"layers.\u0664.0.bias": t.pop("layers.4.0.bias")}))],
+        "writes layer 4 as '\u0664'; name it 'layers.4.0.bias'",
+    ),
+    "weights-float8": (
+        lambda p: ["--weights", float8_file(p)],
+        "dtype 8-bit float (E4M3); expected float32 or float64",
+    ),
+    "timeout-zero": (["--timeout", "0"], "--timeout: takes a positive number of seconds"),
+    "timeout-not-a-number": (["--timeout", "soon"], "--timeout: takes a positive number of seconds"),
 }
+
+
+def float8_file(tmp_path):
+    """A weights file whose layers.0.0.weight is float8 (E4M3), written through the header safetensors reads."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as save_torch
+
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in book_tensors().items()}
+    tensors["layers.0.0.weight"] = tensors["layers.0.0.weight"].to(torch.float8_e4m3fn)
+    save_torch(tensors, tmp_path / "fp8.safetensors")
+    return str(tmp_path / "fp8.safetensors")
 
 
 @pytest.mark.parametrize("argv, expected", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
@@ -275,3 +304,27 @@ def test_bad_input_from_the_command_line_has_no_traceback():
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_timeout_reaches_the_frameworks(capsys, monkeypatch):
+    """--timeout is passed to frameworks.resolve (a user's import and each call); without it, the default."""
+    from shortcut_gradients.plumbing import inputs
+
+    seen, real_resolve = [], frameworks.resolve
+
+    def spy(text, timeout=inputs.DEFAULT_TIMEOUT):
+        seen.append(timeout)
+        return real_resolve(text, timeout=timeout)
+
+    monkeypatch.setattr(frameworks, "resolve", spy)
+    assert run(["--frameworks", "numpy", "--timeout", "7.5", "--json"], capsys)[0] == 0
+    assert run(["--frameworks", "numpy", "--json"], capsys)[0] == 0
+    assert seen == [7.5, inputs.DEFAULT_TIMEOUT]
+
+
+def test_saving_over_a_users_implementation_is_refused(tmp_path, capsys):
+    mine = tmp_path / "mine.py"
+    mine.write_text("from impl_numpy.model import loss_and_grads  # noqa: F401\n")
+    code, out, err = run(["--frameworks", f"numpy,{mine}", "--save-weights", str(mine)], capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "is the --frameworks file" in err
+    assert mine.read_text() == "from impl_numpy.model import loss_and_grads  # noqa: F401\n"

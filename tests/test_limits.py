@@ -1,10 +1,13 @@
 """Limits checked before any work (ranges, empty batches, dtype range, memory) and overflow reported as a verdict."""
 
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
-from conftest import needs
+from conftest import ROOT, needs
 from safetensors.numpy import save_file
 
 from shortcut_gradients import compare
@@ -97,8 +100,9 @@ def test_jax_refuses_a_network_it_would_take_minutes_to_compile(capsys):
             "--sweep-widths takes distinct comma-separated widths from 3",
         ),
         (["--sweep-seeds", "1", "--sweep-depth", "2:4"], "--sweep-seeds takes a number of networks per depth from 2"),
+        (["--sweep-depth", "1:4"], "--sweep-depth needs 2 <= FIRST"),
     ],
-    ids=["empty-frameworks", "weights-a-folder", "sweep-width-2", "sweep-one-seed"],
+    ids=["empty-frameworks", "weights-a-folder", "sweep-width-2", "sweep-one-seed", "sweep-depth-1"],
 )
 def test_more_bad_input_is_one_line(argv, message, capsys):
     assert compare.main(argv) == 2
@@ -111,3 +115,81 @@ def test_explain_says_smaller_when_the_shortcut_made_layer_0s_gradient_smaller(c
     assert compare.main(["--explain", "--seed", "7", "--frameworks", "numpy"]) == 0
     out = capsys.readouterr().out
     assert "times smaller (0.04875 times)" in out and "makes the difference" not in out
+
+
+# ---- the work estimated up front: memory (the address-space limit included) and time --------------------------------
+
+
+def test_the_time_estimate_grows_with_layers_rows_widths_frameworks_and_settings():
+    def seconds(sizes, rows=1, frameworks=3, settings=2):
+        return resources.seconds_needed(sizes, rows, frameworks=frameworks, settings=settings)
+
+    base = seconds((3, 3, 1))
+    assert seconds((3,) * 1000 + (1,)) > base
+    assert seconds((3, 3, 1), rows=10_000) > base
+    assert seconds((3000, 3000, 1)) > base
+    assert seconds((3, 3, 1), frameworks=1) < base and seconds((3, 3, 1), settings=1) < base
+
+
+LONG = {
+    "100000-layers": (["--layer-sizes", ",".join(["1"] * 100_001)], "this would take about"),
+    "big-depth-study": (["--sweep-depth", "2:256", "--sweep-seeds", "4096", "--sweep-widths", "3"], "this would take about"),
+}
+
+
+@pytest.mark.parametrize("argv, message", LONG.values(), ids=LONG.keys())
+def test_long_work_is_refused_up_front_unless_asked_for(argv, message, capsys):
+    """Estimated in a blink from the sizes, refused with the flag that would run it anyway."""
+    assert compare.main(argv + ["--frameworks", "numpy"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err and "pass --allow-long to run it anyway" in err
+
+
+def test_accepted_long_work_shows_progress(capsys, monkeypatch):
+    monkeypatch.setattr(compare, "PROGRESS_EVERY", 0.05)
+    with compare.progress(estimate=compare.PROGRESS_SECONDS + 1):
+        time.sleep(0.3)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"compare.py: about {compare.PROGRESS_SECONDS + 1} s of work, estimated from the sizes"
+    assert len(lines) >= 3 and all(line.startswith("compare.py: working, ") for line in lines[1:])
+    with compare.progress(estimate=compare.PROGRESS_SECONDS):  # short work says nothing
+        time.sleep(0.1)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_tight_address_space_limit_is_refused_before_any_framework_loads(tmp_path):
+    """`ulimit -v` 1 GiB: importing jax alone would map more, and abort from C++ (no Python line at all)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "compare.py")], capture_output=True, text=True, cwd=ROOT, preexec_fn=limit
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "over this process's limit of 1 GiB (ulimit -v)" in proc.stderr
+
+
+def test_the_address_space_check_counts_the_arrays_and_frameworks_not_yet_imported(monkeypatch):
+    monkeypatch.setattr(resources, "address_space_limit", lambda: resources.address_space_used() + 2**20)
+    resources.check_memory((3, 3, 1), 1, "float32", frameworks=("mine.py",))  # a user's code: its own process
+    with pytest.raises(resources.InputError, match=r"ulimit -v"):
+        resources.check_memory((1000, 1000, 1), 1, "float32", frameworks=("mine.py",))  # 1e6 weights: over 1 MiB
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    assert resources.address_space_needed(("jax",)) >= resources.FRAMEWORK_ADDRESS_SPACE["jax"]
+    with pytest.raises(resources.InputError, match=r"ulimit -v"):
+        resources.check_memory((3, 3, 1), 1, "float32", frameworks=("jax",))
+
+
+def test_running_out_of_memory_anyway_is_one_line(capsys, monkeypatch):
+    """Past the estimate (another process took the memory meanwhile): one line, exit 2, not a traceback."""
+    from shortcut_gradients.verdict import run as run_module
+
+    def out_of_memory(inputs):
+        raise MemoryError
+
+    monkeypatch.setattr(run_module, "run", out_of_memory)
+    assert compare.main(["--frameworks", "numpy"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("compare.py: error: out of memory")

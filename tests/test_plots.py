@@ -72,6 +72,7 @@ def test_depth_study_plot_carries_the_studys_numbers(tmp_path, capsys):
     assert code == 0, err
     assert png_size(path) == plots.DEPTH_PIXELS
     assert "depth study: width 4, depth 4" in err  # progress goes to stderr
+    assert err.splitlines()[-1] == f"wrote {path}"  # and so does the confirmation, once the file is whole
     study = json.loads(out)["sweep"]
     assert study["depths"] == [2, 3, 4] and study["widths"] == [3, 4] and study["seeds"] == [123, 124, 125]
 
@@ -127,19 +128,25 @@ def test_dead_draws_break_the_line_run_the_band_off_the_axis_and_are_counted():
 BAD = {
     "not-png": (["--plot", "{tmp}/x.jpg"], "--plot writes a .png file"),
     "no-folder": (["--plot", "{tmp}/missing/x.png"], "does not exist"),
-    "a-folder": (["--sweep-plot", "{tmp}/d.png"], "is a directory"),
-    "same-file": (["--plot", "{tmp}/x.png", "--sweep-plot", "{tmp}/x.png"], "must name different files"),
-    "empty-range": (["--sweep-depth", "9:3", "--sweep-plot", "{tmp}/x.png"], "--sweep-depth needs 1 <= FIRST <= LAST"),
+    "a-folder": (["--sweep-plot", "{tmp}/d.png"], "names a folder"),
+    "same-file": (["--plot", "{tmp}/x.png", "--sweep-plot", "{tmp}/x.png"], "--plot and --sweep-plot both name"),
+    "empty-range": (["--sweep-depth", "9:3", "--sweep-plot", "{tmp}/x.png"], "--sweep-depth needs 2 <= FIRST <= LAST"),
+    "depth-1": (["--sweep-depth", "1:3", "--sweep-plot", "{tmp}/x.png"], "(depth 1 has no shortcut)"),
+    "empty-name": (["--sweep-plot", ""], "--sweep-plot was given an empty file name"),
+    "long-study": (["--sweep-depth", "2:256", "--sweep-seeds", "4096", "--sweep-widths", "3"], "--allow-long"),
     "bad-syntax": (["--sweep-depth", "2-9", "--plot", "{tmp}/x.png"], "--sweep-depth takes FIRST:LAST"),
     "float-depth": (["--sweep-depth", "2:8.5", "--sweep-plot", "{tmp}/x.png"], "--sweep-depth takes FIRST:LAST"),
-    "too-deep": (["--sweep-depth", "2:1000"], "--sweep-depth needs 1 <= FIRST <= LAST <= 256"),
+    "too-deep": (["--sweep-depth", "2:1000"], "--sweep-depth needs 2 <= FIRST <= LAST <= 256"),
     "zero-seeds": (["--sweep-seeds", "0", "--sweep-plot", "{tmp}/x.png"], "--sweep-seeds takes a number"),
     "float-seeds": (["--sweep-seeds", "2.5", "--sweep-plot", "{tmp}/x.png"], "invalid int value: '2.5'"),
     "bad-widths": (["--sweep-widths", "3,x", "--sweep-plot", "{tmp}/x.png"], "--sweep-widths takes distinct"),
     "empty-widths": (["--sweep-widths", "", "--sweep-plot", "{tmp}/x.png"], "--sweep-widths takes distinct"),
     "twice-a-width": (["--sweep-widths", "3,3"], "--sweep-widths takes distinct"),
     "too-big": (["--sweep-widths", "1024", "--sweep-depth", "2:256"], "would hold 8,589,934,592 weights"),
-    "with-weights": (["--sweep-depth", "2:3", "--weights", "shortcut_gradients/fixtures/book_seed123.safetensors"], "leave out --weights"),
+    "with-weights": (
+        ["--sweep-depth", "2:3", "--weights", "shortcut_gradients/fixtures/book_seed123.safetensors"],
+        "leave out --weights",
+    ),
 }
 
 

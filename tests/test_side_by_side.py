@@ -100,7 +100,8 @@ def test_cli_writes_the_page(tmp_path, capsys):
     path = tmp_path / "page.html"
     assert compare.main(["--side-by-side", str(path), "--frameworks", "numpy"]) == 0
     assert path.read_text(encoding="utf-8") == side_by_side.build_page()
-    capsys.readouterr()
+    assert capsys.readouterr().err == f"wrote {path}\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["page.html"]  # no temporary file beside it
 
 
 def test_without_pygments_the_flag_names_the_extra(tmp_path, capsys, monkeypatch):

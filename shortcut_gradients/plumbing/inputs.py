@@ -1,12 +1,24 @@
 """Everything a run needs, checked before any work: the configuration, weights, input and target."""
 
+import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 import impl_numerical
 from shortcut_gradients.plumbing import files, frameworks, resources, weights
-from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, ORACLE, Config, InputError
+from shortcut_gradients.plumbing.config import (
+    BOOK_LAYER_SIZES,
+    BOOK_SEED,
+    ORACLE,
+    SHORTCUT_SETTINGS,
+    Config,
+    InputError,
+)
+
+# Seconds a user's implementation may take to import and for each call: the frameworks' own default.
+DEFAULT_TIMEOUT = getattr(frameworks, "DEFAULT_TIMEOUT", 600.0)
 
 
 @dataclass(frozen=True)
@@ -19,6 +31,7 @@ class Inputs:
     target: np.ndarray  # broadcastable to (..., sizes[-1])
     is_book: bool  # the book's weights, input and target in float32: its printed numbers apply
     fns: dict  # {column name: loss_and_grads}, in the order given
+    seconds: float = 0.0  # the work's estimate (resources.seconds_needed, with the caller's extra_seconds)
 
 
 def resolve(
@@ -32,37 +45,46 @@ def resolve(
     gelu: str,
     dtype: str,
     norm: str = "none",
+    timeout: float | None = DEFAULT_TIMEOUT,
+    allow_long: bool = False,
+    extra_seconds: float = 0.0,
 ) -> Inputs:
-    """Check every input before any work; raises InputError with one line for the first bad one."""
+    """Check every input before any work; raises InputError with one line for the first bad one.
+
+    The work is estimated from the sizes alone (a weights file's header gives them) and refused
+    before any framework is imported or any tensor read, when it would not fit in memory or would
+    take longer than resources.LONG_SECONDS without allow_long. extra_seconds: work the caller adds
+    (the depth study), counted in that estimate. timeout: seconds a user's implementation may take
+    to import and for each call (frameworks.resolve)."""
     if frameworks_text is not None and not frameworks_text.strip():
         raise InputError("--frameworks is empty: name two or more of torch, jax, numpy, numpy-fast, or a .py file")
-    fns = frameworks.resolve(frameworks_text or ",".join(Config().frameworks))
-    names = tuple(fns)
-    if names == (ORACLE,):
-        raise InputError(f"--frameworks {ORACLE} checks an implementation: add torch, jax or numpy")
-    if norm == "pre" and "numpy-fast" in names:
-        raise InputError("--norm pre: numpy-fast has no LayerNorm (it is the book network's fast step); use numpy")
-    if save_weights:
-        files.check_output_path(save_weights, "--save-weights")
+    frameworks_text = frameworks_text or ",".join(Config().frameworks)
+    asked = [p.strip() for p in frameworks_text.split(",") if p.strip()]
+    if weights_file is not None and not weights_file:
+        raise InputError("--weights was given an empty file name; give a safetensors file, or leave --weights out")
+    if save_weights is not None:
+        reads = [("--weights", weights_file)] + [("--frameworks", spec) for spec in asked if os.path.isfile(spec)]
+        files.check_output_path(save_weights, "--save-weights", inputs=reads)
     resources.check_seed(seed)
     if layer_sizes is not None:
         resources.check_sizes(layer_sizes)
 
-    x = target = None
+    n_rows, file_bytes = 1, 0
     if weights_file:
-        params, x, target = weights.load_weights(weights_file, norm)
-        file_sizes = (params[0][0].shape[1],) + tuple(layer[0].shape[0] for layer in params)
-        if layer_sizes is not None and layer_sizes != file_sizes:
+        layout = weights.read_layout(weights_file, norm)  # the header only: no tensor is read yet
+        if layer_sizes is not None and layer_sizes != layout.layer_sizes:
             raise InputError(
                 f"--layer-sizes {','.join(map(str, layer_sizes))} disagrees with {weights_file}, "
-                f"which has {','.join(map(str, file_sizes))}"
+                f"which has {','.join(map(str, layout.layer_sizes))}"
             )
-        layer_sizes = file_sizes
-        resources.check_memory(layer_sizes, rows(x), dtype)
-    else:
-        layer_sizes = layer_sizes or BOOK_LAYER_SIZES
-        resources.check_memory(layer_sizes, 1, dtype)  # before the weights are drawn
-        params = weights.seeded_params(layer_sizes, seed, norm)
+        layer_sizes, file_bytes = layout.layer_sizes, layout.data_bytes
+        n_rows = rows(layout.input_shape) if layout.input_shape else 1
+    layer_sizes = layer_sizes or BOOK_LAYER_SIZES
+    resources.check_memory(layer_sizes, n_rows, dtype, frameworks=asked, file_bytes=file_bytes)
+    settings = len(SHORTCUT_SETTINGS[shortcut])
+    seconds = resources.seconds_needed(layer_sizes, n_rows, frameworks=len(asked), settings=settings) + extra_seconds
+    resources.check_time(seconds, allow_long)
+
     narrow = [i for i, d in enumerate(layer_sizes[:-1]) if d < 3]
     if norm == "pre" and narrow:
         d = layer_sizes[narrow[0]]
@@ -71,10 +93,22 @@ def resolve(
             " (x - mean) / sigma is the same whatever x and its gradient is what rounding leaves of cancelling"
             " terms, which no comparison can tell from a bug; use widths of 3 or more"
         )
-    if "jax" in names:
-        from impl_jax.model import SCAN_MIN_LAYERS  # jax is to run anyway
+    if "jax" in asked:
+        from impl_jax.model import SCAN_MIN_LAYERS  # jax is to run anyway: its import costs nothing extra
 
         resources.check_jax_layers(layer_sizes, SCAN_MIN_LAYERS)
+
+    fns = frameworks.resolve(frameworks_text, timeout=timeout)
+    names = tuple(fns)
+    if names == (ORACLE,):
+        raise InputError(f"--frameworks {ORACLE} checks an implementation: add torch, jax or numpy")
+    if norm == "pre" and "numpy-fast" in names:
+        raise InputError("--norm pre: numpy-fast has no LayerNorm (it is the book network's fast step); use numpy")
+    x = target = None
+    if weights_file:
+        params, x, target = weights.load_weights(weights_file, norm)
+    else:
+        params = weights.seeded_params(layer_sizes, seed, norm)
     x = weights.default_input(layer_sizes[0]) if x is None else x
     weights.check_input(x, layer_sizes)
     target = weights.default_target(layer_sizes[-1]) if target is None else target
@@ -96,12 +130,12 @@ def resolve(
     params = [tuple(array.astype(np_dtype) for array in layer) for layer in params]  # upcast (or round) once, here
     x, target = x.astype(np_dtype), target.astype(np_dtype)
     config = Config(layer_sizes, seed, shortcut, gelu, dtype, names, weights_file, norm)
-    return Inputs(config, params, x, target, is_book_configuration(config, params, x, target), fns)
+    return Inputs(config, params, x, target, is_book_configuration(config, params, x, target), fns, seconds)
 
 
-def rows(x) -> int:
-    """The number of input rows: the product of the leading dimensions (1 when there are none)."""
-    return int(np.prod(np.shape(x)[:-1], dtype=np.int64)) if x is not None else 1
+def rows(shape: tuple[int, ...]) -> int:
+    """The number of input rows of an input of this shape: the product of its leading dimensions (1 when none)."""
+    return math.prod(shape[:-1])
 
 
 def is_book_configuration(config: Config, params, x, target) -> bool:

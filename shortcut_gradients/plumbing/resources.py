@@ -15,14 +15,29 @@ MAX_WIDTH = 2**31 - 1  # a layer size beyond this is no network any framework he
 SEED_RANGE = (0, 2**64 - 1)  # torch.manual_seed takes a 64-bit seed
 # Arrays of (rows, width) alive at a time per layer in one implementation's step, counted from
 # the NumPy reference (x, z, the activation, dz, dy, dx): torch's autograd graph and JAX's
-# residuals keep about as many. Weights count four times (weights, gradient, one framework
-# copy each).
+# residuals keep about as many. Weights count five times: weights, gradient, one framework
+# copy each, and a fifth, as the peak of a run of one wide layer is above four.
 ACTIVATION_ARRAYS = 6
-WEIGHT_COPIES = 4
+WEIGHT_COPIES = 5
 # The run holds every implementation's result at once, plus the float64 NumPy runs that
 # measure each element's magnitude: room for this many steps' worth of memory.
 STEPS_ALIVE = 4
-USABLE_FRACTION = 0.8  # of the memory available now: the rest is the interpreter, the frameworks and the OS
+USABLE_FRACTION = 0.8  # of the memory available now: the rest is the page cache and the OS
+BASE_BYTES = 600 * 2**20  # resident: the interpreter, torch, JAX and NumPy imported and run on the book's network
+# Address space mapped (VmSize, what `ulimit -v` limits) by importing and running each framework, beyond the
+# interpreter: far above what is resident, as XLA reserves arenas and thread stacks per CPU.
+FRAMEWORK_MODULES = {"torch": "torch", "jax": "jax", "numpy": "numpy", "numpy-fast": "numpy", "numerical": "numpy"}
+FRAMEWORK_ADDRESS_SPACE = {"torch": 600 * 2**20, "jax": 1200 * 2**20, "numpy": 100 * 2**20}
+FRAMEWORK_ADDRESS_SPACE_PER_CPU = {"jax": 250 * 2**20}
+# The time model (seconds_needed), fitted to compare.py runs on a 2-core machine and rounded up:
+# a run's cost grows with every element compared, every multiply-add and every layer's Python and kernel calls.
+STARTUP_SECONDS = 3.0  # importing the frameworks and compiling the book's network
+SECONDS_PER_CHECKED_WEIGHT = 3.5e-7  # per weight or bias element, per setting: its bound and its comparison
+SECONDS_PER_WEIGHT = 1.2e-7  # per weight or bias element, per framework and setting
+SECONDS_PER_ACTIVATION = 2.5e-6  # per element of every layer's input and output, per framework and setting
+SECONDS_PER_MAC = 1.5e-8  # per multiply-add of a layer's matmul, per framework and setting
+SECONDS_PER_LAYER = 8e-4  # per layer, per framework and setting
+LONG_SECONDS = 120  # work estimated past this is refused unless asked for (--allow-long)
 
 
 # impl_jax scans a run of equal layers as one compiled layer; the others jit unrolls, and XLA's
@@ -66,12 +81,13 @@ def check_values(name: str, array: np.ndarray, dtype: str) -> None:
         raise InputError(f"{name} holds {biggest:.3g}, beyond {dtype}'s largest value {limit:.3g}: use --dtype float64")
 
 
-def bytes_needed(layer_sizes, rows: int, itemsize: int) -> int:
-    """A run's peak memory estimate in bytes: activations and weights of STEPS_ALIVE steps (module docstring)."""
+def bytes_needed(layer_sizes, rows: int, itemsize: int, *, file_bytes: int = 0) -> int:
+    """A run's peak memory estimate in bytes: activations and weights of STEPS_ALIVE steps (module docstring),
+    plus a weights file's tensors as read (file_bytes) and the interpreter with its frameworks (BASE_BYTES)."""
     weights = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
     activations = rows * sum(layer_sizes)
     per_step = (ACTIVATION_ARRAYS * activations + WEIGHT_COPIES * weights) * max(itemsize, 8)  # float64 magnitudes
-    return STEPS_ALIVE * per_step
+    return BASE_BYTES + file_bytes + STEPS_ALIVE * per_step
 
 
 def available_bytes() -> int:
@@ -86,10 +102,93 @@ def available_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_memory(layer_sizes, rows: int, dtype: str) -> None:
-    need, have = bytes_needed(layer_sizes, rows, np.dtype(dtype).itemsize), available_bytes()
+def address_space_used() -> int:
+    """This process's mapped address space now (VmSize), 0 where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def address_space_limit() -> int | None:
+    """The process's address-space limit (RLIMIT_AS, `ulimit -v`) in bytes, None when unlimited."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def address_space_needed(frameworks) -> int:
+    """The address space the named built-in frameworks map once imported and run, beyond what is mapped now.
+
+    A framework already imported costs nothing more; a name that is not built in runs in its own process."""
+    import sys
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    need = 0
+    for name in set(frameworks):
+        module = FRAMEWORK_MODULES.get(name)
+        if module is not None and module not in sys.modules:
+            need += FRAMEWORK_ADDRESS_SPACE[module] + FRAMEWORK_ADDRESS_SPACE_PER_CPU.get(module, 0) * cpus
+    return need
+
+
+def check_memory(layer_sizes, rows: int, dtype: str, *, frameworks=(), file_bytes: int = 0) -> None:
+    """Refuse a run that would not fit: in the memory available now, or in the address-space limit.
+
+    frameworks: the column names asked for (their imports map address space; see address_space_needed);
+    file_bytes: a weights file's tensors, read after this check."""
+    need = bytes_needed(layer_sizes, rows, np.dtype(dtype).itemsize, file_bytes=file_bytes)
+    where = f"{rows:,} row{'s' * (rows != 1)} through layer sizes up to {max(layer_sizes):,}"
+    have = available_bytes()
     if need > USABLE_FRACTION * have:
         raise InputError(
-            f"this run would need about {need / 2**30:.3g} GiB ({rows:,} rows through layer sizes up to "
-            f"{max(layer_sizes):,}), and the machine has {have / 2**30:.3g} GiB available: use a smaller network or batch"
+            f"this run would need about {gib(need)} GiB ({where}), and the machine has {gib(have)} GiB available:"
+            " use a smaller network or batch"
         )
+    limit = address_space_limit()
+    if limit is not None:
+        mapped = address_space_used() + address_space_needed(frameworks) + need - BASE_BYTES
+        if mapped > limit:
+            raise InputError(
+                f"this run would map about {gib(mapped)} GiB of address space ({where}, and the frameworks),"
+                f" over this process's limit of {gib(limit)} GiB (ulimit -v): raise the limit, or use a smaller"
+                " network or fewer frameworks"
+            )
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.3g}"
+
+
+def seconds_needed(layer_sizes, rows: int, *, frameworks: int, settings: int) -> float:
+    """A run's time estimate in seconds, from the sizes alone: for each of `settings` shortcut settings,
+    each weight's check, and `frameworks` implementations each costing per weight and bias element,
+    per activation element, per multiply-add of the matmuls and per layer (the constants above)."""
+    weights = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
+    per_framework = (
+        SECONDS_PER_WEIGHT * weights
+        + SECONDS_PER_ACTIVATION * rows * sum(layer_sizes)
+        + SECONDS_PER_MAC * rows * weights
+        + SECONDS_PER_LAYER * len(layer_sizes)
+    )
+    return STARTUP_SECONDS + settings * (SECONDS_PER_CHECKED_WEIGHT * weights + frameworks * per_framework)
+
+
+def check_time(seconds: float, allow_long: bool) -> None:
+    """Refuse work estimated past LONG_SECONDS unless the user asked for it with --allow-long."""
+    if seconds > LONG_SECONDS and not allow_long:
+        raise InputError(
+            f"this would take about {minutes(seconds)} (an estimate from the sizes), over {minutes(LONG_SECONDS)}:"
+            " pass --allow-long to run it anyway (it shows progress), or ask for less"
+        )
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"

@@ -4,7 +4,6 @@
 figures to the report and writes the pictures and the page, each atomically.
 """
 
-import os
 import sys
 from dataclasses import dataclass
 
@@ -22,6 +21,12 @@ MAX_SWEEP_DEPTH = 256
 MAX_SWEEP_WIDTH = 1024
 MAX_SWEEP_SEEDS = 4096
 MAX_SWEEP_ELEMENTS = 2**27  # seeds x depth x width^2 weights held at once: 512 MiB in float32, as much again for dW
+# The study's time model (sweep_seconds), fitted to timed depth.study runs on a 2-core machine and rounded up:
+# each layer of each network shape costs tracing (for all seeds at once), each seed's layer its kernel calls, and
+# each weight its arithmetic.
+SWEEP_SECONDS_PER_LAYER = 2.5e-3
+SWEEP_SECONDS_PER_SEED_LAYER = 6.5e-5
+SWEEP_SECONDS_PER_ELEMENT = 1e-7
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,10 @@ class Sweep:
 
 
 def parse_depths(text: str) -> tuple[int, ...]:
-    """'2:32' -> depths 2..32; 'A:B:STEP' takes every STEP-th; 1 <= A <= B <= MAX_SWEEP_DEPTH."""
+    """'2:32' -> depths 2..32; 'A:B:STEP' takes every STEP-th; 2 <= A <= B <= MAX_SWEEP_DEPTH.
+
+    Depth 1 is one layer, width -> 1, which has no shortcut (the shapes differ) and no layer 0 to
+    compare with a last one: the study's variants would all be the same network."""
     parts = text.split(":")
     try:
         numbers = [int(p) for p in parts]
@@ -56,8 +64,11 @@ def parse_depths(text: str) -> tuple[int, ...]:
     if len(numbers) not in (2, 3):
         raise InputError(f"--sweep-depth takes FIRST:LAST or FIRST:LAST:STEP in layers, such as 2:32; got {text!r}")
     first, last, step = numbers + [1] * (3 - len(numbers))
-    if not 1 <= first <= last <= MAX_SWEEP_DEPTH or step < 1:
-        raise InputError(f"--sweep-depth needs 1 <= FIRST <= LAST <= {MAX_SWEEP_DEPTH} and STEP >= 1; got {text!r}")
+    if not 2 <= first <= last <= MAX_SWEEP_DEPTH or step < 1:
+        raise InputError(
+            f"--sweep-depth needs 2 <= FIRST <= LAST <= {MAX_SWEEP_DEPTH} and STEP >= 1 (depth 1 has no shortcut);"
+            f" got {text!r}"
+        )
     return tuple(range(first, last + 1, step))
 
 
@@ -95,22 +106,36 @@ def parse_sweep(request: Request) -> Sweep:
     return Sweep(depths, widths, n_seeds)
 
 
-def check(request: Request, *, weights_file: str | None) -> Sweep | None:
-    """Check the output paths and the study's flags before any work; returns the study asked for, or None."""
+def sweep_seconds(sweep: Sweep | None) -> float:
+    """The study's time estimate in seconds, from its sizes alone (0 when no study is asked for)."""
+    if sweep is None:
+        return 0.0
+    layers = sum(sweep.depths) * len(sweep.widths)
+    seed_layers = sweep.n_seeds * layers
+    elements = sweep.n_seeds * sum(sweep.depths) * sum(w * w for w in sweep.widths)
+    return (
+        SWEEP_SECONDS_PER_LAYER * layers
+        + SWEEP_SECONDS_PER_SEED_LAYER * seed_layers
+        + SWEEP_SECONDS_PER_ELEMENT * elements
+    )
+
+
+def check(request: Request, *, weights_file: str | None, save_weights: str | None = None) -> Sweep | None:
+    """Check the output paths and the study's flags before any work; returns the study asked for, or None.
+
+    Every output must be a new or regular file, none of them the --weights file or another output."""
     from shortcut_gradients.teaching import plots, side_by_side
 
     flags = {"--plot": (request.plot, ".png"), "--sweep-plot": (request.sweep_plot, ".png")}
     flags["--side-by-side"] = (request.side_by_side, ".html")
-    outputs = [(flag, path, suffix) for flag, (path, suffix) in flags.items() if path]
+    outputs = [(flag, path, suffix) for flag, (path, suffix) in flags.items() if path is not None]
     for flag, path, suffix in outputs:
+        files.check_output_path(path, flag, suffix, inputs=[("--weights", weights_file)])
         if suffix == ".png":
             plots.require_matplotlib(flag)
         else:
             side_by_side.require_pygments(flag)
-        files.check_output_path(path, flag, suffix)
-    paths = [os.path.realpath(path) for _, path, _ in outputs]
-    if len(set(paths)) < len(paths):
-        raise InputError("--plot, --sweep-plot and --side-by-side must name different files")
+    files.check_distinct({"--save-weights": save_weights} | {flag: path for flag, path, _ in outputs})
     sweep_flags = (request.sweep_depth, request.sweep_plot, request.sweep_seeds, request.sweep_widths)
     if all(flag is None for flag in sweep_flags):
         return None
@@ -162,10 +187,18 @@ def produce(report: dict, request: Request, inputs: Inputs, sweep: Sweep | None)
             layer_series(report), layer_sizes=config.layer_sizes, gelu_form=config.gelu, dtype=config.dtype
         )
         plots.save_png(figure, request.plot)
+        wrote(request.plot)
     if request.sweep_plot:
         plots.save_png(plots.depth_study_figure(report["sweep"]), request.sweep_plot)
+        wrote(request.sweep_plot)
     if request.side_by_side:
         side_by_side.write_page(request.side_by_side)
+        wrote(request.side_by_side)
+
+
+def wrote(path) -> None:
+    """Confirm a written file with one line on stderr (stdout holds the report, or the JSON)."""
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def format_learning(report: dict) -> str:
