@@ -252,20 +252,6 @@ def drawn_weights(seeds: tuple[int, ...]) -> dict:
     return {r: {name: torch.stack([d[name] for d in ds]) for name in ds[0]} for r, ds in draws.items()}
 
 
-@contextmanager
-def one_thread():
-    """torch on one thread for the block, then as it was: a (draws, 3) tensor is too small to split
-    between threads, and on a busy machine handing it over costs more than the work."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
 def params_at(stack: dict, index: int) -> list:
     """[(W (d_out, d_in), b (d_out,)), ...] NumPy float32, one draw of a stack: loss_and_grads' params."""
     return [
@@ -365,7 +351,9 @@ def search_stage(paste: Paste, stage: Stage) -> tuple[np.ndarray, list, list]:
         for dtype in stage.dtypes
         for use_shortcut in (False, True)
     ]
-    with one_thread():
+    from shortcut_gradients.teaching.depth import one_torch_thread  # depth imports torch at its top
+
+    with one_torch_thread():
         worst = [
             rel_diffs(paste, batched_means(stack, use_shortcut=s, gelu=g, cubic=c, dtype=t)).max(axis=1)  # (D,)
             for g, c, t, s in passes
