@@ -126,9 +126,9 @@ def test_the_skeleton_is_todo_from_the_first_step_without_a_traceback(capsys):
     lines = out.splitlines()
     assert lines[1].split()[:2] == ["loss", "todo"]
     assert "exercises/backprop.py:" in lines[1] and "in mse_loss_backward" in lines[1]
-    # Every step is graded; the network's own code is given, and stops at the loss's blank.
+    # Every step is graded; the network step needs the shortcut step: both are their backward method.
     assert [line.split()[1] for line in lines[1:7]] == ["todo"] * 4 + ["not", "todo"]
-    assert lines[5] == "  network   not graded: needs step loss (todo)"
+    assert lines[5] == "  network   not graded: needs step shortcut (todo)"
     assert lines[-2:] == ["0 of 6 steps ok; next: step loss (todo)", "score: 0 of 6 points"]
     assert "Traceback" not in out
 
@@ -156,9 +156,9 @@ def test_a_rule_that_raises_is_wrong_at_its_case_with_one_line_and_the_other_gra
     number = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "@ dz2" in text)
     assert f"mine.py:{number} in linear_backward: ValueError: matmul: " in linear["diagnosis"]
     assert "\n" not in linear["diagnosis"] and "Traceback" not in out
-    # The rules before it keep their grades; those built from it cannot run without it.
-    assert [by_step[s]["status"] for s in ("loss", "gelu", "layernorm")] == ["ok", "ok", "not graded"]
-    assert by_step["shortcut"]["diagnosis"] == "needs step linear (wrong)"
+    # The other steps keep their grades: those built from it run with the reference's rule in its place.
+    assert [by_step[s]["status"] for s in ("loss", "gelu", "shortcut", "network", "layernorm")] == ["ok"] * 5
+    assert by_step["shortcut"]["stand_ins"] == ["linear_backward"] and by_step["gelu"]["stand_ins"] is None
     code, out, _ = run([path], capsys)
     (line,) = [text for text in out.splitlines() if text.startswith("  linear")]
     assert line.startswith("  linear    wrong  raised on x (1, 3), W (3, 3): ") and f"mine.py:{number} in " in line
@@ -227,26 +227,35 @@ def test_the_wrong_step_prints_tensor_worst_element_and_diagnosis_and_the_score_
     assert lines[3].split()[:3] == ["linear", "wrong", "db,"] and "x (5, 3), W (3, 3)" in lines[3]
     assert "worst element [" in lines[4] and "yours" in lines[4] and "expected" in lines[4]
     assert "diagnosis: off by a constant factor 1/rows = 1/5: bias averaged over rows" in lines[5]
-    # The later steps are graded too: shortcut checks dx alone, which db does not reach; the networks' db is wrong.
+    # The later steps are graded on their own, with the reference's linear_backward in place of theirs, and say so.
     status = [line.split()[:2] for line in lines if line.startswith(("  shortcut", "  network", "  layernorm"))]
-    assert status == [["shortcut", "ok"], ["network", "wrong"], ["layernorm", "wrong"]]
-    assert lines[-2:] == ["3 of 6 steps ok; next: step linear (wrong)", "score: 3 of 6 points"]
+    assert status == [["shortcut", "ok"], ["network", "ok"], ["layernorm", "ok"]]
+    assert lines[7].strip() == "graded with the reference's linear_backward in place of yours"
+    assert lines[-2:] == ["5 of 6 steps ok; next: step linear (wrong)", "score: 5 of 6 points"]
 
 
 def test_every_step_is_graded_after_a_wrong_one(tmp_path, capsys):
     slip = next(s for s in slips.SLIPS if s.name == "gelu_density_scale")
     code, out, _ = run([slips.write(slip, tmp_path), "--json"], capsys)
     status = {s["step"]: s["status"] for s in json.loads(out)["steps"]}
-    # linear is independent of GELU; shortcut and network use the wrong exact-form slope;
-    # layernorm's pre-LN networks use the tanh form, whose slope is right.
+    # The steps built from gelu_backward run with the reference's in its place: each is graded on its own.
     assert code == 1 and status == {
         "loss": "ok",
         "gelu": "wrong",
         "linear": "ok",
-        "shortcut": "wrong",
-        "network": "wrong",
+        "shortcut": "ok",
+        "network": "ok",
         "layernorm": "ok",
     }
+
+
+def test_a_wrong_shortcut_leaves_the_network_not_graded(tmp_path, capsys):
+    slip = next(s for s in slips.SLIPS if s.step == "shortcut")
+    code, out, _ = run([slips.write(slip, tmp_path), "--json"], capsys)
+    by_step = {s["step"]: s for s in json.loads(out)["steps"]}
+    # Both are their ExampleDeepNeuralNetwork.backward: the network cannot be graded apart from it.
+    assert code == 1 and by_step["shortcut"]["status"] == "wrong"
+    assert (by_step["network"]["status"], by_step["network"]["diagnosis"]) == ("not graded", "needs step shortcut (wrong)")
 
 
 # --- grading a class ------------------------------------------------------------------------------
@@ -264,7 +273,7 @@ def test_a_folder_gets_one_summary_row_per_file(tmp_path, capsys):
     assert out.splitlines()[0].split() == ["file", *steps.STEPS, "score", "first", "problem"]
     assert [row.split()[0] for row in rows] == [str(tmp_path / f"{n}.py") for n in ("alice", "bob", "carol")]
     assert rows[0].split()[1:8] == ["ok"] * 6 + ["6/6"]
-    assert rows[1].split()[1:8] == ["ok", "ok", "wrong", "ok", "wrong", "wrong", "3/6"]
+    assert rows[1].split()[1:8] == ["ok", "ok", "wrong", "ok", "ok", "ok", "5/6"]
     assert "linear: db: bias summed over the first dimension only" in rows[1]
     assert rows[2].split()[1:5] == ["todo"] * 4 and rows[2].endswith("0/6     loss: not written yet")
     assert out.splitlines()[-1] == "3 files: 1 passed, 2 not yet, 0 could not be graded (or not all of it)"

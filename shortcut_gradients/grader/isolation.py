@@ -94,7 +94,7 @@ class Remote(Submission):
         return name in self.names
 
     def run(self, rule: str, *args, **kwargs):
-        reply = self._call("run", rule, *args, **kwargs)
+        reply = self._call("run", rule, *args, stand_ins=list(self.stand_ins), **kwargs)
         if "todo" in reply:
             raise Todo(reply["todo"])
         if "raised" in reply:

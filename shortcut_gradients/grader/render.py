@@ -15,8 +15,10 @@ def format_step(r: steps.StepResult, label: str, width: int = 9, locate=lambda t
     element and the diagnosis (or, where their rule raised, the case and the line), error and
     not graded with why."""
     head = f"  {label:<{width}} {r.status:<6}"
+    pad = " " * len(head)
+    standing = [f"{pad} graded with the reference's {', '.join(r.stand_ins)} in place of yours"] if r.stand_ins else []
     if r.status == "ok":
-        return [f"{head} worst rel diff {r.max_rel_diff:.1e}"]
+        return [f"{head} worst rel diff {r.max_rel_diff:.1e}", *standing]
     if r.status == "todo":
         return [f"{head} not written yet: {locate(r.diagnosis).replace('NotImplementedError: ', '', 1)}"]
     if r.status == "not graded":
@@ -24,8 +26,7 @@ def format_step(r: steps.StepResult, label: str, width: int = 9, locate=lambda t
     if r.status == "error":
         return [f"{head} {locate(r.diagnosis)}"]
     if r.slip == "raised":
-        return [f"{head} raised on {r.case}: {locate(r.diagnosis)}"]
-    pad = " " * len(head)
+        return [f"{head} raised on {r.case}: {locate(r.diagnosis)}", *standing]
     lines = [f"{head} {r.tensor or 'the result'}, on {r.case}"]
     if r.worst:
         where = ", ".join(map(str, r.worst["index"]))
@@ -33,7 +34,7 @@ def format_step(r: steps.StepResult, label: str, width: int = 9, locate=lambda t
             f"{pad} worst element [{where}]: yours {r.worst['yours']:.9g}, expected {r.worst['expected']:.9g}"
             f" (rel diff {r.max_rel_diff:.1e})"
         )
-    return lines + [f"{pad} diagnosis: {r.diagnosis}"]
+    return lines + [f"{pad} diagnosis: {r.diagnosis}", *standing]
 
 
 def step_message(r: steps.StepResult) -> str:

@@ -18,9 +18,11 @@ that is ok is ok whatever the later blanks hold. Every call into the submission 
 (shortcut_gradients/grader/isolation.py), which only runs their rules and sends back arrays: every
 answer and every verdict is computed here.
 
-`grade` grades every step, whatever the earlier ones gave: a step whose rule raises is wrong
-at that case, with the one line; a step that cannot run because a rule of an earlier step is
-not written (or is the one that raises) is "not graded: needs step X"; after their process
+`grade` grades every step, whatever the earlier ones gave: where an earlier step's function is
+wrong or not written, the reference's stands in for it (harness.STAND_INS), so each step is
+graded on its own and says so; a step whose rule raises is wrong at that case, with the one
+line; the network step needs the shortcut step (both are their ExampleDeepNeuralNetwork's
+backward), and is "not graded: needs step shortcut" where that is not ok; after their process
 stops (it exited, or ran out of time) the rest is "not graded" too.
 """
 
@@ -80,6 +82,7 @@ class StepResult:
     slip: str | None = None  # the diagnosis's short name ("sign", "transposed", ...)
     case: str | None = None  # the inputs it went wrong on
     worst: dict | None = None  # the worst element: index, yours, expected
+    stand_ins: list | None = None  # their functions graded with the reference's in their place (an earlier step's)
 
     def to_json(self) -> dict:
         """The fields, with NaN and inf as null (shortcut_gradients.cli.finite): JSON has no numbers for them."""
@@ -617,6 +620,15 @@ OWNER = {
 }
 
 
+# The step each stand-in's rule belongs to (harness.STAND_INS).
+STAND_IN_FOR = {"loss": "mse_loss_backward", "gelu": "gelu_backward", "linear": "linear_backward",
+                "layernorm": "layer_norm_backward"}  # fmt: skip
+# The earlier steps' functions each step's cases call.
+BUILT_FROM = {"loss": (), "gelu": (), "linear": (), "shortcut": ("gelu_backward", "linear_backward"),
+              "network": ("mse_loss_backward", "gelu_backward", "linear_backward"),
+              "layernorm": ("mse_loss_backward", "gelu_backward", "linear_backward")}  # fmt: skip
+
+
 def grade(module) -> list[StepResult]:
     """Every step, in order, each graded whatever the others gave (see the module's docstring).
 
@@ -631,13 +643,23 @@ def grade(module) -> list[StepResult]:
         if stopped is not None:
             results.append(StepResult(step, "not graded", diagnosis=f"the submission stopped at step {stopped.step}"))
             continue
+        shortcut = next((r for r in results if r.step == "shortcut"), None)
+        if step == "network" and shortcut is not None and shortcut.status != "ok":
+            results.append(StepResult(step, "not graded", diagnosis=f"needs step shortcut ({shortcut.status})"))
+            continue
         try:
             result = GRADERS[step](submission)
         except Raised as err:
             result = StepResult(step, "wrong", diagnosis=err.line, slip="raised", case=err.case)
         except WorkerError as err:  # their process exited or ran out of time: nothing more can run in it
             result = StepResult(step, "error", diagnosis=str(err), slip="stopped")
+        standing = [name for name in submission.stand_ins if name in BUILT_FROM[step]]
+        if standing and result.status in ("ok", "wrong"):
+            result.stand_ins = standing
         results.append(_needs(result, results))
+        rule = STAND_IN_FOR.get(step)
+        if rule is not None and results[-1].status != "ok":
+            submission.stand_ins = (*submission.stand_ins, rule)
     return results
 
 
