@@ -11,32 +11,18 @@ taken at four steps h, h/2, h/4, h/8 and combined by Richardson extrapolation: e
 R = (4^j R(h/2) - R(h)) / (4^j - 1) cancels the next even power of h, so three rounds leave
 an O(h^8) truncation error. The rounding error of L (a few float64 ulps of the terms it is
 summed from) is divided by the step, so the step wants to be large, and extrapolation is
-what lets it be large. Measured against float64 autograd (torch), worst relative error over
-both GELU forms and shortcut settings on the book network and on a deep random one (7
-layers of 8, 3-D input up to 3), and the largest share of its error bound any element used:
-
-    h       book      deep     bound used
-    2^-2    1.9e-10   1.1e-4   0.19       truncation-limited
-    2^-3    1.4e-12   5.3e-7   0.03
-    2^-4    5.9e-12   1.9e-7   0.02       <- STEP: best on the deep network, near-best on the book's
-    2^-6    1.1e-11   5.7e-7   0.05
-    2^-8    8.0e-11   1.6e-6   0.06       rounding-limited
+what lets it be large. STEP sits between the two limits: a sweep of h against float64
+autograd (docs/tolerances.md, "The finite-difference oracle") found the larger steps limited by
+truncation, the smaller by rounding, and 2^-4 best on a deep random network and near-best on
+the book's.
 
 Steps are powers of two times max(1, |theta|), so a large input element gets a larger step.
 
 A LayerNorm (norm "pre") bends the loss on the scale of a row's spread: a weight stepped by
 2^-4 of itself can move a downstream row by as much as its spread, and then neither the
-estimate nor its bound holds. Measured against the hand-written float64 backward on 14
-networks (ten seeded 16-layer ones of width 8 with scale and shift drawn around 1 and 0, on a
-(2, 3, 8) input; random book-sized, non-square 3-D and 16-layer ones; the book's) with both
-shortcut settings, worst relative error where differences resolve the element, and bound used:
-
-    h       worst     bound used
-    2^-4    3.5       12.6       the bound fails: a false alarm
-    2^-6    5.1e-2    0.71
-    2^-8    1.8e-4    0.19
-    2^-9    1.1e-6    0.14       <- PRE_LN_STEP
-    2^-12   2.5e-6    0.16
+estimate nor its bound holds (a false alarm). PRE_LN_STEP is the step the same sweep, against
+the hand-written float64 backward on pre-LN networks, found most accurate with its bound
+holding (docs/tolerances.md).
 
 Every element also gets an error bound, returned as "error", from two parts:
   truncation: how much the last round of extrapolation moved the estimate, from the round
@@ -61,19 +47,19 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 SQRT_1_OVER_2 = math.sqrt(0.5)
 LAYER_NORM_EPS = 1e-5  # the book's LayerNorm: (x - mean) / sqrt(var + eps), var without Bessel's correction
 
-STEP = 2.0**-4  # h, the largest step; the module docstring has the measurements behind it
+STEP = 2.0**-4  # h, the largest step; docs/tolerances.md has the measurements behind it
 STEPS = (STEP, STEP / 2, STEP / 4, STEP / 8)  # four steps: three rounds of extrapolation
-PRE_LN_STEP = 2.0**-9  # h with a LayerNorm in every layer (module docstring)
+PRE_LN_STEP = 2.0**-9  # h with a LayerNorm in every layer (module docstring, docs/tolerances.md)
 PRE_LN_STEPS = (PRE_LN_STEP, PRE_LN_STEP / 2, PRE_LN_STEP / 4, PRE_LN_STEP / 8)
 # float64 ulps of S that a computed loss may be off by: it is a few dozen roundings deep, and
-# Richardson's weights (adding up to ~2.3) are folded in. Measured, no element has used more
-# than 4% of its bound at STEP (module docstring).
+# Richardson's weights (adding up to ~2.3) are folded in. docs/tolerances.md measures how much of
+# the bound elements use.
 ROUNDING_ULPS = 64.0
 EPS = float(np.finfo(np.float64).eps)
 COPY_BUDGET = 2**20  # float64 elements per stack of perturbed copies (8 MB): bounds the memory
 # compare.py refuses the oracle above this many weights, biases (scales, shifts) and input elements: it costs
-# eight forwards per element. Measured: a study notebook's (25, 25, 43, 43, 54, 54) network, 9,031
-# elements, takes 7 s for both shortcut settings.
+# eight forwards per element, so the time grows with the elements (docs/tolerances.md times a study
+# notebook's network).
 MAX_ELEMENTS = 20_000
 GRADIENT_KEYS = ("dW", "db", "dscale", "dshift")  # a layer's arrays in order: (W, b[, scale, shift])
 

@@ -153,7 +153,7 @@ FD_CASES = [(fw, net) for fw in FRAMEWORKS for net in NETWORKS if (fw, net) != (
 @pytest.mark.parametrize("framework, network", FD_CASES, ids=[f"{fw}-{net}" for fw, net in FD_CASES])
 def test_each_framework_matches_the_finite_differences(framework, network, use_shortcut, differences):
     """Every element of every gradient, scale and shift included: |a - d| <= 1e-12 |d| + the estimate's
-    own bound (impl_numerical's docstring; measured, no element uses a fifth of it on these networks)."""
+    own bound (docs/tolerances.md; measured, no element uses a fifth of it on these networks)."""
     ours, fd = run(framework, network, use_shortcut), differences(network, use_shortcut)
     listed = contract.tensors(ours, intermediates=False)
     estimates = contract.tensors(fd, intermediates=False)

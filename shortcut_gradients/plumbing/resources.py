@@ -25,11 +25,11 @@ STEPS_ALIVE = 4
 USABLE_FRACTION = 0.8  # of the memory available now: the rest is the page cache and the OS
 BASE_BYTES = 600 * 2**20  # resident: the interpreter, torch, JAX and NumPy imported and run on the book's network
 # Address space mapped (VmSize, what `ulimit -v` limits) by importing and running each framework, beyond the
-# interpreter: far above what is resident, as XLA reserves arenas and thread stacks per CPU.
+# interpreter: far above what is resident, as XLA reserves arenas and thread stacks per CPU (docs/limits.md).
 FRAMEWORK_MODULES = {"torch": "torch", "jax": "jax", "numpy": "numpy", "numpy-fast": "numpy", "numerical": "numpy"}
 FRAMEWORK_ADDRESS_SPACE = {"torch": 600 * 2**20, "jax": 1200 * 2**20, "numpy": 100 * 2**20}
 FRAMEWORK_ADDRESS_SPACE_PER_CPU = {"jax": 250 * 2**20}
-# The time model (seconds_needed), fitted to compare.py runs on a 2-core machine and rounded up:
+# The time model (seconds_needed), fitted to compare.py runs and rounded up (docs/limits.md sets the runs beside it):
 # a run's cost grows with every element compared, every multiply-add and every layer's Python and kernel calls.
 STARTUP_SECONDS = 3.0  # importing the frameworks and compiling the book's network
 SECONDS_PER_CHECKED_WEIGHT = 3.5e-7  # per weight or bias element, per setting: its bound and its comparison
@@ -41,8 +41,8 @@ LONG_SECONDS = 120  # work estimated past this is refused unless asked for (--al
 
 
 # impl_jax scans a run of equal layers as one compiled layer; the others jit unrolls, and XLA's
-# compile time grows faster than linearly with them: 128 such layers (widths 2, 3, 2, ...) took
-# 3.7 s to compile here, 256 took 8.8 s and 645 MB, 384 took 16.5 s.
+# compile time grows faster than linearly with them (docs/limits.md measures it): past this many,
+# a run would spend tens of seconds to minutes compiling.
 MAX_UNSCANNED_LAYERS = 256
 
 
