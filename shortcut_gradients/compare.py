@@ -6,6 +6,11 @@
     python compare.py --explain            # each layer's gradient: identity path vs through the layer
     python compare.py --plot layers.png    # the book's Figure 4.12, measured (and --sweep-plot depth.png)
     python compare.py --side-by-side page.html   # the three model.py files in aligned columns
+    python compare.py --batch 8            # eight seeded random rows in place of the book's one
+    python compare.py --diagnose-numbers table.txt   # which configuration printed these numbers
+
+A run with an implementation of your own also checks every implementation on a small seeded
+probe (verdict/probes.py) on which the classic slips show; --no-probes leaves it out.
 
 Exit status: 0 when every element of every gradient agrees (and the book's numbers match,
 where the configuration is the book's), 1 when anything disagrees, 2 for bad input (work
@@ -26,8 +31,8 @@ from shortcut_gradients.plumbing.config import DTYPES, GELU_FORMS, NORMS, ORACLE
 
 # Only light modules above: the rest (NumPy, the frameworks) is imported in main, under its signal handling,
 # so that Ctrl-C while they load is one line too.
-PROGRESS_SECONDS = 20  # work estimated past this reports progress on stderr
-PROGRESS_EVERY = 10  # seconds between those reports
+PROGRESS_SECONDS = 5  # work estimated past this reports progress on stderr: each stage as it starts, and the time
+PROGRESS_EVERY = 10  # seconds between the time reports
 
 
 class Terminated(KeyboardInterrupt):
@@ -83,7 +88,29 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {','.join(defaults.frameworks)}), a .py file or module of your own (docs/contract.md),"
         f" and {ORACLE} for finite differences (float64, small networks)",
     )
+    p.add_argument(
+        "--batch",
+        metavar="N",
+        help="N random rows (seeded by --seed) in place of the book's one row, with a random target",
+    )
+    p.add_argument(
+        "--input-shape",
+        metavar="B,T",
+        help="a random (B, T, width) input (seeded by --seed), as a batch of sequences, with a random target",
+    )
+    p.add_argument(
+        "--no-probes",
+        action="store_true",
+        help="with an implementation of your own, check the run's input only, not the probe (verdict/probes.py)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr, however long the work")
+    p.add_argument(
+        "--diagnose-numbers",
+        metavar="TEXT",
+        help="which configuration printed these per-layer numbers (a file, - for stdin, or the text itself);"
+        " runs nothing else: exit 0 explained, 1 not",
+    )
     p.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -145,6 +172,8 @@ def checked_main(argv) -> int:
         from shortcut_gradients.teaching import outputs
 
         args = build_parser().parse_args(argv)
+        if args.diagnose_numbers is not None:
+            return diagnose_numbers(args.diagnose_numbers, args.json)
         request = outputs.Request(
             args.explain,
             args.plot,
@@ -168,16 +197,18 @@ def checked_main(argv) -> int:
             timeout=args.timeout,
             allow_long=args.allow_long,
             extra_seconds=outputs.sweep_seconds(sweep),
+            input_shape=drawn_input_shape(args.batch, args.input_shape),
         )
         from shortcut_gradients.verdict import report as reporting
         from shortcut_gradients.verdict.run import run
 
         try:
-            with progress(run_inputs.seconds):
+            with progress(0.0 if args.quiet else run_inputs.seconds):
                 if args.save_weights is not None:
                     weights.save_weights(args.save_weights, run_inputs.params, run_inputs.x, run_inputs.target)
                     outputs.wrote(args.save_weights)
-                report = run(run_inputs)
+                quiet = args.quiet or run_inputs.seconds <= PROGRESS_SECONDS
+                report = run(run_inputs, probe=not args.no_probes, progress=None if quiet else stage)
                 outputs.produce(report, request, run_inputs, sweep)
         finally:
             frameworks.close(run_inputs.fns)  # a user's implementation runs in a process of its own
@@ -196,6 +227,37 @@ def checked_main(argv) -> int:
     else:
         print(reporting.format_report(report) + outputs.format_learning(report))
     return 0 if report["agree"] else 1
+
+
+def drawn_input_shape(batch: str | None, input_shape: str | None) -> tuple[int, ...] | None:
+    """--batch N -> (N,), --input-shape B,T -> (B, T): the leading dimensions of a seeded input, or None."""
+    from shortcut_gradients.cli import parse_ints
+
+    if batch is not None and input_shape is not None:
+        raise InputError("--batch and --input-shape both give the input's rows: use one of them")
+    if batch is not None:
+        (rows,) = parse_ints(batch, "--batch", example="8") if "," not in batch else (0,)
+        if rows == 0:
+            raise InputError(f"--batch takes one positive integer, the number of rows, such as 8; got {batch!r}")
+        return (rows,)
+    if input_shape is not None:
+        return parse_ints(input_shape, "--input-shape", example="2,4")
+    return None
+
+
+def diagnose_numbers(text: str, as_json: bool) -> int:
+    """--diagnose-numbers: explain a reader's printed per-layer numbers; runs nothing else. 0 explained, 1 not."""
+    from shortcut_gradients.cli import to_json
+    from shortcut_gradients.teaching import book_numbers
+
+    record = book_numbers.explain(book_numbers.read_text(text))
+    print(to_json(book_numbers.record_to_json(record)) if as_json else book_numbers.format_explanation(record))
+    return 0 if record.explained else 1
+
+
+def stage(line: str) -> None:
+    """A progress line on stderr: which stage of the work starts now."""
+    print(f"compare.py: {line}", file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -57,15 +57,24 @@ def test_a_wrong_one_is_the_odd_one_out(capsys, tmp_path):
     )
     assert code == 1
     verdict = out.strip().splitlines()[-1]
-    assert verdict.startswith("DISAGREE: layers.4.0.bias") and verdict.endswith(
-        "wrong_bias_first_row is the odd one out"
+    assert verdict.startswith("DISAGREE: layers.4.0.bias")
+    assert verdict.endswith(
+        "wrong_bias_first_row is the odd one out; likely cause: the bias gradient taken from one row:"
+        " db is dz summed over every row, not dz of the first"
     )
 
 
 def test_the_other_gelu_form_is_named_the_odd_one_out(capsys):
     code, out, _ = run(["--frameworks", f"torch,numpy,{BYO / 'wrong_gelu_form.py'}", "--shortcut", "on"], capsys)
     assert code == 1
-    assert out.strip().splitlines()[-1].endswith("wrong_gelu_form is the odd one out")
+    assert (
+        out.strip()
+        .splitlines()[-1]
+        .endswith(
+            "wrong_gelu_form is the odd one out; likely cause: the other GELU form: yours matches the exact form"
+            " where the run asks for tanh"
+        )
+    )
 
 
 def test_intermediates_locate_the_step(capsys, tmp_path):
@@ -77,6 +86,37 @@ def test_intermediates_locate_the_step(capsys, tmp_path):
     code, out, _ = run(["--frameworks", f"numpy,torch,{tmp_path / 'mine.py'}", "--shortcut", "on"], capsys)
     assert code == 1
     assert out.strip().splitlines()[-1].startswith("DISAGREE: layers.2.dz[")
+
+
+@pytest.mark.parametrize(
+    "slip, named",
+    [
+        ("bias_one_row.py", "likely cause: the bias gradient taken from one row"),
+        ("float32_constant.py", "likely cause: right to float32 precision only"),
+    ],
+    ids=["bias-one-row", "float32-constant"],
+)
+def test_the_readme_command_catches_what_one_row_in_float32_cannot_see(slip, named, capsys):
+    """On the book's one row in float32 both agree; the probe (a batch, in float64) shows and names them."""
+    code, out, _ = run(["--frameworks", f"torch,numpy,{ROOT / 'tests' / 'slips' / slip}", "--shortcut", "on"], capsys)
+    verdict = out.strip().splitlines()[-1]
+    assert code == 1 and verdict.startswith("DISAGREE on the batch probe: ") and named in verdict
+
+
+def test_not_implemented_leaves_one_out_with_its_reason(capsys, tmp_path):
+    mine = user_file(
+        tmp_path,
+        GOOD + "def loss_and_grads(*a, **kw):\n"
+        "    if kw.get('gelu_form') == 'exact':\n"
+        "        raise NotImplementedError('no exact GELU here')\n"
+        "    return _reference(*a, **kw)\n",
+    )
+    code, out, err = run(["--frameworks", f"torch,numpy,{mine}", "--gelu", "exact", "--shortcut", "on"], capsys)
+    assert code == 0, err
+    assert "mine left out (with shortcut, the batch probe without shortcut, the batch probe with shortcut): " in out
+    assert out.count("left out") == 1 and "NotImplementedError: no exact GELU here" in out
+    code, out, err = run(["--frameworks", f"numpy,{mine}", "--gelu", "exact", "--shortcut", "on"], capsys)
+    assert code == 0 and "mine left out" in out and "ONLY numpy" in out.splitlines()[-1]
 
 
 def user_file(tmp_path, body: str) -> str:

@@ -328,3 +328,71 @@ def test_saving_over_a_users_implementation_is_refused(tmp_path, capsys):
     code, out, err = run(["--frameworks", f"numpy,{mine}", "--save-weights", str(mine)], capsys)
     assert (code, out) == (2, "") and err.count("\n") == 1 and "is the --frameworks file" in err
     assert mine.read_text() == "from impl_numpy.model import loss_and_grads  # noqa: F401\n"
+
+
+# ---- drawn inputs, progress, and --diagnose-numbers ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, shape", [(["--batch", "4"], [4, 3]), (["--input-shape", "2,3"], [2, 3, 3])], ids=["batch", "input-shape"]
+)
+def test_a_drawn_batch_is_seeded_and_reproducible(flags, shape, capsys):
+    argv = ["--frameworks", "numpy,numpy-fast", "--shortcut", "on", "--json", *flags]
+    code, out, _ = run(argv, capsys)
+    report = json.loads(out)
+    assert code == 0 and report["config"]["input_shape"] == shape and not report["config"]["book_configuration"]
+    assert run(argv, capsys)[1] == out  # the same seed draws the same rows
+    assert run([*argv, "--seed", "7"], capsys)[1] != out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch", "0"], "--batch"),
+        (["--batch", "2,3"], "--batch takes one positive integer"),
+        (["--input-shape", "2,x"], "--input-shape"),
+        (["--batch", "2", "--input-shape", "2,3"], "use one of them"),
+    ],
+    ids=["zero", "two-numbers", "not-a-number", "both"],
+)
+def test_a_bad_drawn_batch_is_one_line_and_exit_2(flags, message, capsys):
+    code, out, err = run(["--frameworks", "numpy", *flags], capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and message in err
+
+
+def test_a_weights_file_with_its_own_input_refuses_a_drawn_one(tmp_path, capsys):
+    path = tmp_path / "w.safetensors"
+    assert run(["--frameworks", "numpy", "--save-weights", str(path)], capsys)[0] == 0
+    code, out, err = run(["--frameworks", "numpy", "--weights", str(path), "--batch", "3"], capsys)
+    assert (code, out) == (2, "") and "holds an input of its own" in err
+
+
+def test_stages_go_to_stderr_for_long_work_and_quiet_silences_them(capsys, monkeypatch):
+    monkeypatch.setattr(compare, "PROGRESS_SECONDS", 0.0)  # any work counts as long here
+    argv = ["--frameworks", "numpy,numpy-fast", "--shortcut", "on"]
+    _, _, err = run(argv, capsys)
+    assert "compare.py: with shortcut (1 of 1): running numpy, numpy-fast" in err
+    assert "compare.py: with shortcut (1 of 1): measuring the rounding bound" in err
+    assert run([*argv, "--quiet"], capsys)[2] == ""
+    monkeypatch.undo()
+    assert run(argv, capsys)[2] == ""  # the book's size: silent
+
+
+BOOK_PASTE = " ".join(map(repr, BOOK_WEIGHT_GRAD_MEANS[("tanh", False)]))
+
+
+def test_diagnose_numbers_explained_is_exit_0(capsys):
+    code, out, _ = run(["--diagnose-numbers", BOOK_PASTE], capsys)
+    assert code == 0 and out.startswith("Explained") and "without shortcut, seed 123" in out
+    code, out, _ = run(["--diagnose-numbers", BOOK_PASTE, "--json"], capsys)
+    assert code == 0 and json.loads(out)["explained"] is True
+
+
+def test_diagnose_numbers_not_explained_is_exit_1(capsys):
+    code, out, _ = run(["--diagnose-numbers", "0.0003 0.0001 0.0007 0.0014 0.0052"], capsys)
+    assert code == 1 and out.startswith("Not explained")
+
+
+def test_diagnose_numbers_without_numbers_is_one_line_and_exit_2(capsys):
+    code, out, err = run(["--diagnose-numbers", "no numbers here"], capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "no numbers" in err

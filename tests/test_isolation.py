@@ -149,7 +149,9 @@ def test_its_prints_go_to_stderr_with_its_name_and_json_still_parses(capsys):
     assert built_ins(json.loads(out)) == expected  # stdout is the report, whole
     lines = err.splitlines()
     assert lines[:2] == ["[prints] hello from import", "[prints] a warning from import"]
-    assert lines[2:] == ["[prints] computing in float32", "[prints] no newline at the end"] * 2
+    # Each call's prints, in order: the run's two shortcut settings in float32, then the probe's in float64.
+    assert lines[2:6] == ["[prints] computing in float32", "[prints] no newline at the end"] * 2
+    assert lines[6:] == ["[prints] computing in float64", "[prints] no newline at the end"] * 2
 
 
 def test_changing_folder_does_not_move_the_files_the_checker_writes(capsys, tmp_path, monkeypatch):

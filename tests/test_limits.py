@@ -186,7 +186,7 @@ def test_running_out_of_memory_anyway_is_one_line(capsys, monkeypatch):
     """Past the estimate (another process took the memory meanwhile): one line, exit 2, not a traceback."""
     from shortcut_gradients.verdict import run as run_module
 
-    def out_of_memory(inputs):
+    def out_of_memory(inputs, **options):
         raise MemoryError
 
     monkeypatch.setattr(run_module, "run", out_of_memory)

@@ -228,6 +228,7 @@ def test_the_means_agree_with_each_other_and_the_book_in_the_three_ways_cell(run
 def test_the_slips_keep_every_mean_and_fail_the_elementwise_verdict(runs):
     """The closing section: a sign flip and a transposed dW leave the means as they are; the verdict names them."""
     output = text(cells(runs[0]["shortcut"])["means-miss"])
+    named = {"sign_flipped": "sign flipped", "dW_transposed": "transposed"}  # the diagnosis each gets
     for slip, first in (("sign_flipped", "layers.4.0.weight"), ("dW_transposed", "layers.3.0.weight")):
         end = output.index(f"{slip} included: True")  # the book's check passes on the slip's means
         section, output = output[:end], output[end:]
@@ -235,7 +236,8 @@ def test_the_slips_keep_every_mean_and_fail_the_elementwise_verdict(runs):
         assert len(rows) == 10
         assert all(row[2] == row[3] for row in rows)  # numpy's mean and the slip's, to all 8 digits
         verdict = next(line for line in section.splitlines() if line.startswith("DISAGREE"))
-        assert verdict.startswith(f"DISAGREE: {first}[") and verdict.endswith(f"; {slip} is the odd one out")
+        assert verdict.startswith(f"DISAGREE: {first}[")
+        assert f"; {slip} is the odd one out; likely cause: {named[slip]}: " in verdict
 
 
 # --- the exercises ------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ def test_a_signal_to_the_running_process_is_one_line(tmp_path, signum):
         "1500,1500",
         "--frameworks",
         "numpy,torch",
+        "--quiet",  # no progress lines: stderr is the interruption's one line (and the file's, if saved)
         "--save-weights",
         str(tmp_path / "w.safetensors"),
     ]

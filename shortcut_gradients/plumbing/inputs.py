@@ -48,13 +48,16 @@ def resolve(
     timeout: float | None = DEFAULT_TIMEOUT,
     allow_long: bool = False,
     extra_seconds: float = 0.0,
+    input_shape: tuple[int, ...] | None = None,
 ) -> Inputs:
     """Check every input before any work; raises InputError with one line for the first bad one.
 
     The work is estimated from the sizes alone (a weights file's header gives them) and refused
     before any framework is imported or any tensor read, when it would not fit in memory or would
     take longer than resources.LONG_SECONDS without allow_long. extra_seconds: work the caller adds
-    (the depth study), counted in that estimate. timeout: seconds a user's implementation may take
+    (the depth study), counted in that estimate. input_shape: the leading dimensions of a seeded
+    random input (--batch N: (N,); --input-shape B,T: (B, T)), uniform in [-1, 1) with a standard
+    normal target, both drawn by numpy's generator seeded with `seed`. timeout: seconds a user's implementation may take
     to import and for each call (frameworks.resolve)."""
     if frameworks_text is not None and not frameworks_text.strip():
         raise InputError("--frameworks is empty: name two or more of torch, jax, numpy, numpy-fast, or a .py file")
@@ -70,6 +73,9 @@ def resolve(
         resources.check_sizes(layer_sizes)
 
     n_rows, file_bytes = 1, 0
+    if input_shape is not None:
+        check_input_shape(input_shape)
+        n_rows = math.prod(input_shape)
     if weights_file:
         layout = weights.read_layout(weights_file, norm)  # the header only: no tensor is read yet
         if layer_sizes is not None and layer_sizes != layout.layer_sizes:
@@ -78,7 +84,11 @@ def resolve(
                 f"which has {','.join(map(str, layout.layer_sizes))}"
             )
         layer_sizes, file_bytes = layout.layer_sizes, layout.data_bytes
-        n_rows = rows(layout.input_shape) if layout.input_shape else 1
+        if layout.input_shape and input_shape is not None:
+            raise InputError(
+                f"{weights_file} holds an input of its own; --batch and --input-shape draw one: use one or the other"
+            )
+        n_rows = rows(layout.input_shape) if layout.input_shape else n_rows
     layer_sizes = layer_sizes or BOOK_LAYER_SIZES
     resources.check_memory(layer_sizes, n_rows, dtype, frameworks=asked, file_bytes=file_bytes)
     settings = len(SHORTCUT_SETTINGS[shortcut])
@@ -109,6 +119,8 @@ def resolve(
         params, x, target = weights.load_weights(weights_file, norm)
     else:
         params = weights.seeded_params(layer_sizes, seed, norm)
+    if input_shape is not None:
+        x, target = seeded_batch(input_shape, layer_sizes, seed)
     x = weights.default_input(layer_sizes[0]) if x is None else x
     weights.check_input(x, layer_sizes)
     target = weights.default_target(layer_sizes[-1]) if target is None else target
@@ -131,6 +143,24 @@ def resolve(
     x, target = x.astype(np_dtype), target.astype(np_dtype)
     config = Config(layer_sizes, seed, shortcut, gelu, dtype, names, weights_file, norm)
     return Inputs(config, params, x, target, is_book_configuration(config, params, x, target), fns, seconds)
+
+
+def check_input_shape(shape: tuple[int, ...]) -> None:
+    """Leading dimensions for a drawn input: one to three positive integers."""
+    if not 1 <= len(shape) <= 3 or any(n <= 0 for n in shape):
+        raise InputError(
+            f"--batch and --input-shape take one to three positive integers, such as --batch 8 or --input-shape 2,4;"
+            f" got {','.join(map(str, shape))}"
+        )
+
+
+def seeded_batch(shape: tuple[int, ...], layer_sizes, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """x (*shape, d_in) uniform in [-1, 1) and target (*shape, d_out) standard normal, seeded: distinct rows,
+    so that a gradient summed over the wrong rows, or taken from one row, shows."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.0, 1.0, tuple(shape) + (layer_sizes[0],))  # (*shape, d_in)
+    target = rng.normal(size=tuple(shape) + (layer_sizes[-1],))  # (*shape, d_out)
+    return x, target
 
 
 def rows(shape: tuple[int, ...]) -> int:

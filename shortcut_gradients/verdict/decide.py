@@ -28,6 +28,7 @@ class Gathered:
     rerun: dict | None = None  # run.float64_rerun's, once gathered ("skipped": why nothing was compared)
     oracle: dict | None = None  # oracle.compare's
     book: dict | None = None  # check.against_book's
+    diagnosis: dict | None = None  # shortcut_gradients.diagnosis's on the first mismatch, once gathered
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Verdict:
     first_mismatch: dict | None  # the first element over its allowance, in backprop order
     notes: tuple[str, ...] = ()  # RERAN or BLIND
     rerun: bool = False  # undecided: gather the float64 rerun and decide again
+    diagnosis: dict | None = None  # what the first mismatch looks like (DISAGREE only): {"slip", "text", ...}
 
 
 def decide(g: Gathered) -> Verdict:
@@ -53,7 +55,9 @@ def decide(g: Gathered) -> Verdict:
     first = g.comparison["first_mismatch"] or rerun.get("first_mismatch") or oracle.get("first_mismatch")
     agree = g.comparison["agree"] and rerun.get("agree", True) and oracle.get("agree", True)
     status = OVERFLOW if g.overflow else AGREE if agree else DISAGREE
-    return Verdict(status, first, gelu_form_notes(g.resolution, g.rerun, g.compared))
+    # A diagnosis names the cause of the mismatch reported, nothing else: only a DISAGREE carries one.
+    diagnosis = g.diagnosis if status == DISAGREE else None
+    return Verdict(status, first, gelu_form_notes(g.resolution, g.rerun, g.compared), diagnosis=diagnosis)
 
 
 def rerun_called_for(g: Gathered) -> bool:
@@ -80,7 +84,7 @@ def overall(runs: list[dict]) -> tuple[Verdict, dict | None]:
         (BOOK, lambda r: r["book"] and not r["book"]["match"]),
     ):
         if entry := next((r for r in runs if failed(r)), None):
-            return Verdict(status, entry["first_mismatch"]), entry
+            return Verdict(status, entry["first_mismatch"], diagnosis=entry.get("diagnosis")), entry
     compared = sum(name != ORACLE for name in runs[0]["frameworks"])
     notes = tuple(
         note for r in runs for note in gelu_form_notes(r["gelu_form_resolution"], r["float64_rerun"], compared)

@@ -25,6 +25,7 @@ def format_report(report: dict) -> str:
         f" frameworks over the layer's {over} ({rule})",
     ]
     for r in report["runs"]:
+        names = [n for n in cfg["frameworks"] if n in r["frameworks"]]  # not those that left themselves out
         losses = ", ".join(f"{n} {r['frameworks'][n]['loss']:.9g}" for n in names)
         lines += ["", f"{'With' if r['use_shortcut'] else 'Without'} shortcut (loss: {losses})"]
         widths = {n: max(15, len(n) + 2) for n in names}  # a long file name keeps its column apart
@@ -37,8 +38,69 @@ def format_report(report: dict) -> str:
             )
             row += f"{r['book']['values'][i]:>15.7e}" if r["book"] else ""
             lines.append(row + f"{diff:>14.1e}")
-    lines += ["", verdict(report)]
+    lines += ["", *left_out_lines(report), *probe_lines(report), verdict(report)]
     return "\n".join(lines)
+
+
+def left_out_lines(report: dict) -> list[str]:
+    """One line per implementation that raised NotImplementedError (docs/contract.md): where it was
+    left out of the comparison, and why."""
+    settings = {}  # (name, why) -> ["with shortcut", "the batch probe without shortcut", ...]
+    for on, runs in (("", report["runs"]), ("the batch probe ", report.get("probes", {}).get("runs", []))):
+        for r in runs:
+            for name, why in r.get("left_out", {}).items():
+                settings.setdefault((name, why), []).append(
+                    f"{on}{'with' if r['use_shortcut'] else 'without'} shortcut"
+                )
+    return [f"{name} left out ({', '.join(where)}): {why}" for (name, why), where in settings.items()]
+
+
+def probe_lines(report: dict) -> list[str]:
+    """The one line saying which probe ran (verdict/probes.py), or none where no probe ran."""
+    probe = report.get("probes")
+    if probe is None:
+        return []
+    settings = shortcut_settings(r["use_shortcut"] for r in probe["runs"])
+    outcome = "every implementation compared agrees" if probe["agree"] else "they disagree"
+    return [f"Also checked on the {probe['ran']}, {settings} shortcut: {outcome}"]
+
+
+def disagreement(decided: decide.Verdict, entry: dict, dtype: str, tol: float, on: str = "") -> str:
+    """One line for a decided DISAGREE: the first element to differ in backprop order, its values,
+    which implementation is the odd one out, and what the difference looks like."""
+    m = decided.first_mismatch
+    where = m["tensor"] + (f"[{', '.join(map(str, m['index']))}]" if m["index"] else "")
+    shown = m.get("dtype", dtype)
+    digits = 9 if shown == "float32" else 17  # enough to tell apart any two values of the dtype
+    setting = "with" if entry["use_shortcut"] else "without"
+    rerun = (
+        " in the float64 rerun (float32 could not tell the two GELU forms apart here)"
+        if m.get("dtype") == "float64" and dtype == "float32"
+        else ""
+    )
+    line = (
+        f"DISAGREE{on}{rerun}: {where} {setting} shortcut is the first to differ in backprop order: "
+        f"{m['frameworks'][0]} {m['values'][0]:.{digits}g} vs {m['frameworks'][1]} {m['values'][1]:.{digits}g} "
+        f"(rel diff {m['rel_diff']:.2e} > {m.get('allowed', tol):.2g}, {shown})"
+        + (f"; {m['odd_one_out']} is the odd one out" if m.get("odd_one_out") else "")
+    )
+    if diagnosis := entry.get("diagnosis"):
+        line += f"; likely cause: {diagnosis['text']}"
+    return line
+
+
+def blind_spots(report: dict) -> str | None:
+    """What a run on a single row with a single output cannot see, where no probe ran, else None."""
+    cfg = report["config"]
+    rows = 1
+    for n in cfg["input_shape"][:-1]:
+        rows *= n
+    if "probes" in report or rows > 1 or cfg["layer_sizes"][-1] > 1:
+        return None
+    return (
+        "this input is one row with one output, where a bias gradient taken from one row, a gradient not summed"
+        " over a batch or a loss summed instead of averaged gives the same numbers: --batch N checks N rows"
+    )
 
 
 def verdict(report: dict) -> str:
@@ -55,25 +117,17 @@ def verdict(report: dict) -> str:
             f"the values outgrow {cfg['dtype']}, so nothing can be compared; {advice}"
         )
     if decided.status == decide.DISAGREE:
-        m = decided.first_mismatch
-        where = m["tensor"] + (f"[{', '.join(map(str, m['index']))}]" if m["index"] else "")
-        dtype = m.get("dtype", cfg["dtype"])
-        digits = 9 if dtype == "float32" else 17  # enough to tell apart any two values of the dtype
-        setting = "with" if entry["use_shortcut"] else "without"
-        rerun = (
-            " in the float64 rerun (float32 could not tell the two GELU forms apart here)"
-            if m.get("dtype") == "float64" and cfg["dtype"] == "float32"
-            else ""
-        )
-        return (
-            f"DISAGREE{rerun}: {where} {setting} shortcut is the first to differ in backprop order: "
-            f"{m['frameworks'][0]} {m['values'][0]:.{digits}g} vs {m['frameworks'][1]} {m['values'][1]:.{digits}g} "
-            f"(rel diff {m['rel_diff']:.2e} > {m.get('allowed', tol):.2g}, {dtype})"
-            + (f"; {m['odd_one_out']} is the odd one out" if m.get("odd_one_out") else "")
-        )
+        return disagreement(decided, entry, cfg["dtype"], tol)
     if decided.status == decide.BOOK:
         return f"DISAGREE WITH THE BOOK: mean |dL/dW| off by {entry['book']['max_rel_diff']:.2e} relative (> {BOOK_RTOL:g})"
-    compared = [name for name in names if name != ORACLE]  # the implementations compared pairwise
+    probe = report.get("probes")
+    if probe is not None and not probe["agree"]:
+        decided, entry = decide.overall(probe["runs"])
+        if decided.status == decide.DISAGREE:
+            return disagreement(decided, entry, probe["dtype"], tol, on=" on the batch probe")
+        return f"{decided.status} on the batch probe ({probe['ran']})"
+    # The implementations compared pairwise: not the finite differences, nor one that left itself out.
+    compared = [name for name in names if name != ORACLE and all(name in r["frameworks"] for r in runs)]
     if len(compared) > 1:
         worst = max(max(r["max_rel_diff"].values()) for r in runs)
         norms = ", every LayerNorm scale and shift" if cfg["norm"] == "pre" else ""
@@ -97,6 +151,8 @@ def verdict(report: dict) -> str:
     books = [r["book"]["max_rel_diff"] for r in runs if r["book"]]
     if books:
         parts.append(f"mean |dL/dW| matches the book within {max(books):.1e} (<= {BOOK_RTOL:g})")
+    if blind := blind_spots(report):
+        parts.append(blind)
     return "; ".join(parts)
 
 

@@ -3,42 +3,104 @@
 Per setting: each implementation's result (held to the contract), the rounding bound, the
 elementwise comparison, the GELU forms' resolution, overflow, the finite differences and the
 book's means are gathered; verdict/decide.py decides, and asks for the float64 rerun where it needs
-one. Each implementation, and the bound's measurement, gets its own read-only copies of params, x
-and target: none can change what another sees.
+one. Where it disagrees, what the difference looks like is gathered too (shortcut_gradients/diagnosis.py)
+and decided on again. With outside code in the run, the same is done on the probe (verdict/probes.py).
+Each implementation, and the bound's measurement, gets its own read-only copies of params, x and
+target: none can change what another sees.
 """
 
 import warnings
 from dataclasses import replace
+from inspect import signature
 
 import numpy as np
 
+from shortcut_gradients import diagnosis
 from shortcut_gradients.plumbing import frameworks
 from shortcut_gradients.plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS, ORACLE, SHORTCUT_SETTINGS, InputError
 from shortcut_gradients.plumbing.inputs import Inputs
-from shortcut_gradients.verdict import bound, check, contract, decide, oracle, report
+from shortcut_gradients.verdict import bound, check, contract, decide, oracle, probes, report
 
 
-def run(inputs: Inputs) -> dict:
+def run(inputs: Inputs, probe: bool = True, progress=None) -> dict:
     """Every framework on every shortcut setting; returns the report that --json prints.
 
+    Where outside code is in the run (and `probe`), every implementation is also checked on the
+    probe (verdict/probes.py), reported under "probes"; the run agrees only if that agrees too.
+    progress: None, or a callable taking one line on where the work is (compare.py prints it).
     Overflow is a result, not a warning: the implementations run with floating-point warnings
     silenced, and a tensor that came out inf or NaN is named in the run's "overflow" entry.
     """
+    config = inputs.config
+    tell = progress or (lambda line: None)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _run(inputs)
+        data = (inputs.params, inputs.x, inputs.target)
+        runs = gather(
+            config.dtype, config.gelu, config.norm, config.shortcut, data, inputs.fns, inputs.is_book, progress
+        )
+        report = {
+            "agree": decide.overall(runs)[0].status == decide.AGREE,
+            "config": {
+                "layer_sizes": list(config.layer_sizes),
+                "weights": config.weights,
+                "seed": None if config.weights else config.seed,
+                "gelu": config.gelu,
+                "norm": config.norm,
+                "dtype": config.dtype,
+                "frameworks": list(config.frameworks),
+                "input_shape": list(inputs.x.shape),
+                "book_configuration": inputs.is_book,
+            },
+            "runs": runs,
+        }
+        if probe and any(name not in frameworks.MODULES for name in inputs.fns):
+            tell("the batch probe (--no-probes leaves it out)")
+            report["probes"] = run_probe(inputs, progress)
+            report["agree"] = report["agree"] and report["probes"]["agree"]
+        return report
 
 
-def _run(inputs: Inputs) -> dict:
-    config, data, fns = inputs.config, (inputs.params, inputs.x, inputs.target), inputs.fns
+def run_probe(inputs: Inputs, progress=None) -> dict:
+    """Every implementation but the finite differences on the probe (verdict/probes.py), both
+    shortcut settings: {"ran": its one-line description, "dtype", "layer_sizes", "input_shape",
+    "runs": each setting's entry as the run's, "agree"}."""
+    config = inputs.config
+    drawn = probes.draw(config.seed, config.norm)
+    fns = {name: fn for name, fn in inputs.fns.items() if name != ORACLE}
+    data = (drawn.params, drawn.x, drawn.target)
+    runs = gather(drawn.dtype, config.gelu, config.norm, "both", data, fns, False, progress)
+    return {
+        "ran": drawn.describe(),
+        "dtype": drawn.dtype,
+        "layer_sizes": list(probes.LAYER_SIZES),
+        "input_shape": list(drawn.x.shape),
+        "runs": runs,
+        "agree": decide.overall(runs)[0].status == decide.AGREE,
+    }
+
+
+def gather(
+    dtype: str, gelu: str, norm: str, shortcut: str, data: tuple, fns: dict, is_book: bool, progress=None
+) -> list[dict]:
+    """Each shortcut setting's entry: every implementation in `fns` on data = (params, x, target)
+    in `dtype`, gathered, then decided (verdict/decide.py). progress: None or a callable taking
+    one line as each stage starts; the bound's measurement gets it too where it takes one."""
     compared = sum(name != ORACLE for name in fns)  # the finite differences are checked on their own terms
+    tell = progress or (lambda line: None)
+    measure_kw = {"progress": progress} if progress and "progress" in signature(bound.measure).parameters else {}
     runs = []
-    for use_shortcut in SHORTCUT_SETTINGS[config.shortcut]:
-        kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu}
+    settings = SHORTCUT_SETTINGS[shortcut]
+    for k, use_shortcut in enumerate(settings, 1):
+        setting = f"{'with' if use_shortcut else 'without'} shortcut ({k} of {len(settings)})"
+        tell(f"{setting}: running {', '.join(fns)}")
+        kw = {"use_shortcut": use_shortcut, "gelu_form": gelu}
         # norm only when it is "pre": an implementation written to the book's contract never sees it.
-        kw |= {"norm": config.norm} if config.norm != "none" else {}
-        results = validated_results(fns, data, kw, config.dtype)
-        measured = bound.measure(*own_copies(*data), **kw)
+        kw |= {"norm": norm} if norm != "none" else {}
+        results, left_out = validated_results(fns, data, kw, dtype)
+        taking_part = {name: fn for name, fn in fns.items() if name not in left_out}
+        tell(f"{setting}: measuring the rounding bound")
+        measured = bound.measure(*own_copies(*data), **kw, **measure_kw)
         means = {
             name: {
                 "loss": float(r["loss"]),
@@ -49,41 +111,39 @@ def _run(inputs: Inputs) -> dict:
         }
         overflow = first_overflow(results)
         oracle_result = results.pop(ORACLE, None)
-        book = BOOK_WEIGHT_GRAD_MEANS[(config.gelu, use_shortcut)] if inputs.is_book else None
+        book = BOOK_WEIGHT_GRAD_MEANS[(gelu, use_shortcut)] if is_book else None
         gathered = decide.Gathered(
-            dtype=config.dtype,
-            compared=compared,
-            comparison=check.compare(results, config.dtype, measured),
-            resolution=bound.gelu_form_resolution(*own_copies(*data), measured, config.dtype, **kw),
+            dtype=dtype,
+            compared=compared - len(left_out),
+            comparison=check.compare(results, dtype, measured),
+            resolution=bound.gelu_form_resolution(*own_copies(*data), measured, dtype, **kw),
             overflow=overflow,
-            oracle=oracle.compare(results, oracle_result, config.dtype, measured) if oracle_result else None,
+            oracle=oracle.compare(results, oracle_result, dtype, measured) if oracle_result else None,
             book=check.against_book(results, book, BOOK_RTOL) if book else None,
         )
         verdict = decide.decide(gathered)
+        rerun_results = {}
         if verdict.rerun:
-            gathered = replace(gathered, rerun=float64_rerun(fns, data, kw, measured))
+            rerun, rerun_results = float64_rerun(taking_part, data, kw, measured)
+            gathered = replace(gathered, rerun=rerun)
+            verdict = decide.decide(gathered)
+        if verdict.status == decide.DISAGREE:  # what the difference looks like, from the results it is in
+            first = verdict.first_mismatch
+            in_rerun = first.get("dtype") == "float64" and dtype != "float64"
+            compared_results = rerun_results if in_rerun else results
+            tell(f"{setting}: diagnosing the first mismatch")
+            cause = diagnosis.of_mismatch(first, compared_results, data, kw, "float64" if in_rerun else dtype)
+            gathered = replace(gathered, diagnosis=cause)
             verdict = decide.decide(gathered)
         entry = {"use_shortcut": use_shortcut, "frameworks": means, **gathered.comparison}
         entry |= {"gelu_form_resolution": gathered.resolution, "book": gathered.book, "overflow": overflow}
         entry |= {"float64_rerun": gathered.rerun, "agree": verdict.status == decide.AGREE}
         entry["first_mismatch"] = verdict.first_mismatch
         entry |= {ORACLE: gathered.oracle} if gathered.oracle else {}
+        entry |= {"diagnosis": verdict.diagnosis} if verdict.diagnosis else {}
+        entry |= {"left_out": left_out} if left_out else {}
         runs.append(entry)
-    return {
-        "agree": decide.overall(runs)[0].status == decide.AGREE,
-        "config": {
-            "layer_sizes": list(config.layer_sizes),
-            "weights": config.weights,
-            "seed": None if config.weights else config.seed,
-            "gelu": config.gelu,
-            "norm": config.norm,
-            "dtype": config.dtype,
-            "frameworks": list(config.frameworks),
-            "input_shape": list(inputs.x.shape),
-            "book_configuration": inputs.is_book,
-        },
-        "runs": runs,
-    }
+    return runs
 
 
 def own_copies(params, x, target) -> tuple[list, np.ndarray, np.ndarray]:
@@ -98,10 +158,21 @@ def own_copies(params, x, target) -> tuple[list, np.ndarray, np.ndarray]:
     return [tuple(frozen(a) for a in layer) for layer in params], frozen(x), frozen(target)
 
 
-def validated_results(fns: dict, data: tuple, kw: dict, dtype: str) -> dict:
+def validated_results(fns: dict, data: tuple, kw: dict, dtype: str) -> tuple[dict, dict]:
     """{name: each implementation's result in `dtype`, on its own copies of data = (params, x,
-    target)}, held to the contract (`validate`)."""
-    return validate({name: fn(*own_copies(*data), **kw, dtype=dtype) for name, fn in fns.items()}, *data[:2], dtype)
+    target)}, held to the contract (`validate`), and {name: why} for each that raised
+    NotImplementedError: it cannot do this configuration, and is left out of its comparison."""
+    raw, left_out = {}, {}
+    for name, fn in fns.items():
+        try:
+            raw[name] = fn(*own_copies(*data), **kw, dtype=dtype)
+        except NotImplementedError as err:
+            # A user's arrives with its located line: their file, line and message.
+            left_out[name] = getattr(err, "description", None) or f"NotImplementedError: {err}"
+    if not any(name != ORACLE for name in raw):
+        reasons = "; ".join(f"{name}: {why}" for name, why in left_out.items())
+        raise InputError(f"every implementation raised NotImplementedError for this configuration ({reasons})")
+    return validate(raw, *data[:2], dtype), left_out
 
 
 def validate(results: dict, params, x, dtype: str) -> dict:
@@ -115,35 +186,40 @@ def validate(results: dict, params, x, dtype: str) -> dict:
     return checked
 
 
-def float64_rerun(fns: dict, data: tuple, kw: dict, measured: dict) -> dict:
+def float64_rerun(fns: dict, data: tuple, kw: dict, measured: dict) -> tuple[dict, dict]:
     """Every implementation but the finite differences again in float64, compared under the same
     measured bound (it is in units of u, whichever the dtype). Returns {"gelu_form_resolution":
     the GELU forms' resolution in float64} and either check.compare's report, its "first_mismatch"
     marked {"dtype": "float64"}, or "skipped": why nothing was compared: float64 cannot resolve
     the forms either, an implementation (a user's) raised in float64, or a result came out inf or
-    NaN. A result that breaks the contract is bad input."""
+    NaN. A result that breaks the contract is bad input. Second: {name: float64 result}, those
+    compared (empty where none was), for the diagnosis."""
     resolution = bound.gelu_form_resolution(*own_copies(*data), measured, "float64", **kw)
     if not resolution["resolved"]:
         return {
             "gelu_form_resolution": resolution,
             "skipped": f"not even float64 can tell them apart here (the largest move is"
             f" {report.share(resolution['share'])} of a float64 allowance, at {resolution['tensor']})",
-        }
+        }, {}
     try:
         raw = {name: fn(*own_copies(*data), **kw, dtype="float64") for name, fn in fns.items() if name != ORACLE}
-    except InputError as err:  # raised inside a user's implementation: their file and line
-        return {"gelu_form_resolution": resolution, "skipped": f"the float64 rerun that would resolve it failed: {err}"}
+    except (InputError, NotImplementedError) as err:  # raised inside a user's implementation: their file and line
+        why = getattr(err, "description", None) or str(err)
+        return {
+            "gelu_form_resolution": resolution,
+            "skipped": f"the float64 rerun that would resolve it failed: {why}",
+        }, {}
     results = validate(raw, data[0], data[1], "float64")
     if overflow := first_overflow(results):
         return {
             "gelu_form_resolution": resolution,
             "skipped": f"the float64 rerun that would resolve it came out inf or NaN at {overflow['tensor']}"
             f" in {', '.join(overflow['frameworks'])}",
-        }
+        }, {}
     compared = check.compare(results, "float64", measured)
     if compared["first_mismatch"]:
         compared["first_mismatch"] |= {"dtype": "float64"}
-    return compared | {"gelu_form_resolution": resolution}
+    return compared | {"gelu_form_resolution": resolution}, results
 
 
 def first_overflow(results: dict) -> dict | None:

@@ -1,0 +1,7 @@
+"""identity-missing: tests/slips/mlp.py with this one slip (the test that compare.py catches and names it)."""
+
+import functools
+
+import mlp
+
+loss_and_grads = functools.partial(mlp.loss_and_grads, slip="identity-missing")
