@@ -9,7 +9,8 @@ CUDA kernels. What it trades against the reference, each trick said where it is 
   only what its cache keeps. The forward keeps Phi(z), so the backward needs no second
   tanh or erf, and the backward writes dz and dx into cached arrays it has finished with.
 - The backward pops the cache: each layer's arrays are freed as soon as its gradients are
-  done, as autograd frees its graph, so the peak is not every activation plus every gradient.
+  done, as autograd frees its graph, so the peak is not every activation plus every gradient
+  (unless `intermediates=True` asks for each layer's dy and dz, which live in those arrays).
 
 The price: the lines no longer read as the book's formula, and the tanh form rounds
 differently from model.py's (a few ulps); tests/test_numpy_fast.py checks every tensor.
@@ -76,8 +77,22 @@ def gelu_backward(dy: np.ndarray, z: np.ndarray, phi: np.ndarray, scratch: np.nd
     return np.multiply(w, dy, out=z)  # dz = dy gelu'(z), into z's buffer
 
 
-def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dtype: str, norm: str = "none") -> dict:
-    """model.loss_and_grads, fast: the same arguments, and {"loss", "output", "dW", "db", "dx"}; norm "none" only."""
+def loss_and_grads(
+    params,
+    x,
+    target,
+    *,
+    use_shortcut: bool,
+    gelu_form: str,
+    dtype: str,
+    norm: str = "none",
+    intermediates: bool = False,
+) -> dict:
+    """model.loss_and_grads, fast: the same arguments, and {"loss", "output", "dW", "db", "dx"}; norm "none" only.
+
+    intermediates: also "dy" and "dz" (dL/d each layer's output and z, in layer order, (..., d_out) each),
+    as model.py returns them. They live in the buffers the backward would otherwise free, so the
+    step then holds every layer's arrays to the end, as the reference does."""
     if norm != "none" or any(len(layer) != 2 for layer in params):
         raise ValueError(
             f"impl_numpy.fast runs the book's network only (norm 'none', (W, b) per layer), not norm={norm!r}: use impl_numpy.model"
@@ -102,11 +117,13 @@ def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
 
     # One pair of scratch arrays for every layer's gelu_backward, sized for the widest layer.
     scratch = np.empty((2, dy.shape[0] * max(W.shape[0] for W, _ in params)), dtype)
-    dWs, dbs = [None] * len(params), [None] * len(params)
+    dWs, dbs, dys, dzs = ([None] * len(params) for _ in range(4))
     for i in reversed(range(len(params))):
         W = params[i][0]
         h_in, z, phi, shortcut = cache.pop()  # popped: this layer's arrays are freed when the loop moves on
         dz = gelu_backward(dy, z, phi, scratch[:, : z.size].reshape(2, *z.shape), gelu_form)  # (rows, d_out), in z
+        if intermediates:  # kept, not freed: dz is in z's buffer, dy in the next layer's input's
+            dys[i], dzs[i] = dy.reshape(*x.shape[:-1], -1), dz.reshape(*x.shape[:-1], -1)
         dWs[i] = dz.T @ h_in  # (d_out, d_in)   z = x W^T + b  =>  dW = dz^T x
         dbs[i] = dz.sum(axis=0)  # (d_out,)   db = sum_rows dz
         # dx = dz W into the layer input's buffer, unused after dW; not for layer 0: that is the caller's x.
@@ -114,4 +131,5 @@ def loss_and_grads(params, x, target, *, use_shortcut: bool, gelu_form: str, dty
         if shortcut:
             dx += dy  # the identity path: y = x + a  =>  dx += dy
         dy = dx
-    return {"loss": loss, "output": output, "dW": dWs, "db": dbs, "dx": dy.reshape(x.shape)}
+    result = {"loss": loss, "output": output, "dW": dWs, "db": dbs, "dx": dy.reshape(x.shape)}
+    return result | ({"dy": dys, "dz": dzs} if intermediates else {})

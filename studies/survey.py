@@ -150,7 +150,7 @@ def survey_cell(
     verdict decided by verdict/decide.py as compare.py's is (its float64 rerun on the case's
     float64 inputs)."""
     inputs = {d: typed(case_inputs(case), d) for d in {dtype, "float64"}}
-    kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu, "dtype": dtype}
+    kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu}  # dtype: per call
 
     def results_of(implementations: dict, d: str) -> dict:
         return {name: fn(*own_copies(*inputs[d]), **kw, dtype=d) for name, fn in implementations.items()}

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT, needs
 
@@ -115,3 +116,33 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("bench: error:") and message in err
+
+
+@pytest.mark.parametrize("argv", [["--sizes", "nope"], ["--sizes", ""], ["--rounds", "0"], ["--rounds", "x"]])
+def test_verdict_benchmark_refuses_bad_input_in_one_line(argv, capsys):
+    from benchmarks import verdict
+
+    assert verdict.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("verdict.py: error: ") and "\n" not in err
+
+
+def test_verdict_benchmark_judges_its_targets():
+    """The ratio targets: compare.py at most 3x import + steps at the random sizes, peak 1.5 GiB; the book's 1.3x."""
+    from benchmarks import verdict
+
+    met = {"size": "512x3", "ratio": 2.9, "peak_gib": 1.4}
+    assert verdict.verdicts(met) == "target <= 3.0x: met (stretch 2.0x: missed); peak <= 1.5 GiB: met"
+    assert "MISSED" in verdict.verdicts(met | {"ratio": 3.1}) and "MISSED" in verdict.verdicts(met | {"peak_gib": 1.6})
+    assert verdict.verdicts({"size": "book", "ratio": 1.31}).endswith("MISSED")
+
+
+def test_verdict_benchmark_network_is_what_compare_reads(tmp_path):
+    from benchmarks import verdict
+    from shortcut_gradients.plumbing.weights import load_weights
+
+    path = str(tmp_path / "net.safetensors")
+    verdict.write_network(path, width=8, layers=3)
+    params, x, target = load_weights(path)
+    assert [W.shape for W, _ in params] == [(8, 8)] * 3 and x.shape == target.shape == (verdict.ROWS, 8)
+    assert all(np.abs(W).max() <= 1 / np.sqrt(8) for W, _ in params)  # nn.Linear's uniform bound

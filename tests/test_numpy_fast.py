@@ -53,6 +53,32 @@ def test_fast_matches_the_reference(name, form, use_shortcut, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("use_shortcut", [False, True], ids=["plain", "shortcut"])
+@pytest.mark.parametrize("name", ["book", "non-square-3d", "deep"])
+def test_fast_intermediates_match_the_reference(name, use_shortcut, dtype):
+    """intermediates=True adds dy and dz (the bound measures with them), each (..., d_out) like the
+    reference's, within the same ULPS; every other tensor is bit for bit what the plain call returns."""
+    needs("numpy")
+    from impl_numpy import fast, model
+
+    params, x, target = network(name)
+    kw = dict(use_shortcut=use_shortcut, gelu_form="tanh", dtype=dtype)
+    expected = model.loss_and_grads(params, x, target, **kw)
+    plain, got = (
+        fast.loss_and_grads(params, x, target, **kw),
+        fast.loss_and_grads(params, x, target, **kw, intermediates=True),
+    )
+    for (key, want), (_, have) in zip(tensors(plain), tensors(got)):
+        np.testing.assert_array_equal(have, want, err_msg=key)
+    for key in ("dy", "dz"):
+        assert len(got[key]) == len(params)
+        for i, (want, have) in enumerate(zip(expected[key], got[key])):
+            assert have.shape == want.shape and have.dtype == want.dtype == np.dtype(dtype), (key, i)
+            bound = ULPS * np.finfo(dtype).eps * np.max(np.abs(want))
+            np.testing.assert_array_less(np.abs(have - want), bound + np.finfo(dtype).tiny, err_msg=f"{key}[{i}]")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fast_leaves_its_inputs_alone(dtype):
     """fast.py works in place on its own arrays only: the caller's x, weights and target are untouched."""
     needs("numpy")

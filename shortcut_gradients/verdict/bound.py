@@ -1,4 +1,4 @@
-"""Each element's rounding-error bound, measured in float64 with the NumPy reference, impl_numpy.model.
+"""Each element's rounding-error bound, measured in float64 with the NumPy implementation.
 
 Two implementations of the same network differ only by rounding, and rounding has a size that
 floating-point error analysis predicts from how an element was computed: the precision, the
@@ -8,10 +8,14 @@ shortcut_gradients.verdict.check allows two implementations to differ by 2 u tim
 off by the bound, in opposite directions). docs/tolerances.md derives each term, gives the figures
 behind each constant and shows, measured, that the bound holds at size.
 
-Nothing here computes the network: every figure comes from float64 calls of the NumPy reference,
-impl_numpy.model.loss_and_grads, on the run's inputs, on perturbed copies of them and on groups of
-the batch's rows. It is always that implementation, whatever is compared: its GELU is the one the
-measurement patches (activation_noise). Per element e, in units of u:
+Nothing here computes the network: every figure comes from float64 calls of the NumPy
+implementation's loss_and_grads, on the run's inputs, on perturbed copies of them and on groups of
+the batch's rows. It is always that implementation, whatever is compared: impl_numpy.fast, its
+step written for speed, for the book's network, and the reference impl_numpy.model for pre-LN,
+which fast.py does not run (`measuring`). Its GELU is the one the measurement patches
+(activation_noise). The measured figures are the same to float64 rounding whichever of the two
+measures: a move of 2^-30 relative against the two steps' few-ulp difference, about 1e-7 of the
+move. Per element e, in units of u:
 
     bound(e) = |e|              the element's own final rounding
              + propagated(e)    every rounding behind it, through the layers: perturbed runs
@@ -38,9 +42,12 @@ deterministic, n_out |loss| for n_out output elements.
 
 import contextlib
 import math
+from collections.abc import Callable
+from types import ModuleType
 
 import numpy as np
 
+import impl_numpy.fast
 import impl_numpy.model
 from shortcut_gradients.verdict import check, contract
 
@@ -69,17 +76,18 @@ DRAWS = 8
 GROUPS = 16
 
 
-def measure(params, x, target, **kw) -> dict:
-    """Each element's rounding-error bound in units of u, from float64 runs of the NumPy reference.
+def measure(params, x, target, *, progress: Callable[[str], None] | None = None, **kw) -> dict:
+    """Each element's rounding-error bound in units of u, from float64 runs of the NumPy implementation.
 
     params: [(W (d_out, d_in), b (d_out,)), ...], with norm "pre" [(W, b, scale (d_in,), shift (d_in,)), ...];
     x (..., sizes[0]); target broadcastable to the output (..., sizes[-1]). Returns a result-like
     dict of the bounds, {"loss": (), "output": (..., d_out), "dW": [(d_out, d_in)], "db": [(d_out,)],
     "dx": (..., d_in)} (and "dscale", "dshift" [(d_in,)] with norm "pre"; "dy", "dz" as the
     reference returns them), the sum of `error_terms`'s three parts; kw are its keywords:
-    use_shortcut and gelu_form, and optionally norm, draws and groups.
+    use_shortcut and gelu_form, and optionally norm, draws and groups. progress, if given, is called
+    with a short text at each stage ("bound: draw 3 of 8"), for a long run's progress line.
     """
-    parts = error_terms(params, x, target, **kw)
+    parts = error_terms(params, x, target, progress=progress, **kw)
     return tensor_floor(combine(*parts.values()))
 
 
@@ -99,11 +107,12 @@ def root_mean_square(b: np.ndarray) -> float:
 
 
 def tensor_floor(bound: dict) -> dict:
-    """Each element's bound, at least its tensor's root-mean-square bound (module docstring)."""
+    """Each element's bound, at least its tensor's root-mean-square bound (module docstring);
+    float64 arrays of `bound` are raised in place (measure's are its own)."""
 
     def floor(b):
         b = np.asarray(b, np.float64)
-        return np.maximum(b, root_mean_square(b)) if b.size else b
+        return np.maximum(b, root_mean_square(b), out=b) if b.ndim else np.maximum(b, root_mean_square(b))
 
     return {key: [floor(b) for b in value] if isinstance(value, list) else floor(value) for key, value in bound.items()}
 
@@ -118,17 +127,28 @@ def error_terms(
     norm: str = "none",
     draws: int = DRAWS,
     groups: int = GROUPS,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict]:
     """The bound's three parts, each a result-like dict in units of u (module docstring):
     "own" |e|, "propagated" (perturbed runs) and "batch" (the sum over rows: dW, db, loss).
-    Where the implementation returns the optional dy and dz (docs/contract.md), they get bounds too."""
+    Where the implementation returns the optional dy and dz (docs/contract.md), they get bounds too.
+    progress: called with a short text at each stage, or None."""
+    say = progress or (lambda text: None)
     params = [tuple(np.asarray(a, np.float64) for a in layer) for layer in params]
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
+    say("bound: the unperturbed runs")
     batch = Batch(params, x, target, use_shortcut, gelu_form, norm, groups)
-    propagated = propagated_rounding(batch, draws)
-    own = [np.abs(t) for t in batch.base]
-    parts = {"own": own, "propagated": propagated, "batch": batch_rounding(batch)}
+    propagated = propagated_rounding(batch, draws, say)
+    summed = batch_rounding(batch)
+    own = [np.abs(t, out=t) if t.ndim else np.abs(t) for t in batch.base]  # in place: base is not needed again
+    parts = {"own": own, "propagated": propagated, "batch": summed}
     return {name: as_result(batch.names, terms) for name, terms in parts.items()}
+
+
+def measuring(norm: str) -> ModuleType:
+    """The NumPy implementation that measures: impl_numpy.fast, the reference's step written for
+    speed, for the book's network; the reference impl_numpy.model for pre-LN, which fast.py refuses."""
+    return impl_numpy.fast if norm == "none" else impl_numpy.model
 
 
 class Batch:
@@ -137,15 +157,18 @@ class Batch:
 
     def __init__(self, params, x, target, use_shortcut: bool, gelu_form: str, norm: str, groups: int):
         self.params, self.x, self.target = params, x, target
+        self.module = measuring(norm)
         self.kw = {"use_shortcut": use_shortcut, "gelu_form": gelu_form, "dtype": "float64"}
         self.kw |= {"norm": norm} if norm != "none" else {}  # the book's contract never sees norm
+        # dy and dz, which the reference always returns: fast.py keeps them when asked.
+        self.kw |= {"intermediates": True} if self.module is impl_numpy.fast else {}
         d_in, d_out = x.shape[-1], params[-1][0].shape[0]
         self.n = int(np.prod(x.shape[:-1], dtype=np.int64))
         self.n_out = self.n * d_out
         self.rows_x = x.reshape(self.n, d_in)  # (n, d_in)
         self.rows_t = np.broadcast_to(target, x.shape[:-1] + (d_out,)).reshape(self.n, d_out)  # (n, d_out)
         self.rng = np.random.default_rng(0)  # fixed: the same inputs always get the same bound
-        listed = contract.tensors(impl_numpy.model.loss_and_grads(params, x, target, **self.kw))
+        listed = contract.tensors(self.module.loss_and_grads(params, x, target, **self.kw))
         self.names = [name for name, _, _ in listed]
         self.base = [np.asarray(t, np.float64) for _, _, t in listed]
         self.scales = [scale_of(t) for t in self.base]
@@ -157,10 +180,8 @@ class Batch:
         self.shares = [self.group(params, rows) for rows in self.split]
 
     def run(self, params, x, target) -> list[np.ndarray]:
-        return [
-            np.asarray(t, np.float64)
-            for _, _, t in contract.tensors(impl_numpy.model.loss_and_grads(params, x, target, **self.kw))
-        ]
+        result = self.module.loss_and_grads(params, x, target, **self.kw)
+        return [np.asarray(t, np.float64) for _, _, t in contract.tensors(result)]
 
     def group(self, params, rows, target=None) -> list[np.ndarray]:
         """One group's tensors. Its gradients are of its own mean loss; len(rows)/n makes the
@@ -201,79 +222,143 @@ def layer_norm_amplitude(d: int) -> float:
 
 
 @contextlib.contextmanager
-def activation_noise(rng: np.random.Generator, shared: bool):
-    """Within it, the NumPy reference's gelu(z, form) and gelu_backward(dout, z, form), which
-    impl_numpy.model.loss_and_grads calls by name, are replaced on impl_numpy.model by versions that
-    each add PERTURBATION times a draw of the error their special function leaves, t = tanh(u(z)) or erf(z / sqrt(2)) off by up to
-    e u |t| (e = SPECIAL_FUNCTION_ERROR), carried through the formula, in u:
+def activation_noise(rng: np.random.Generator, shared: bool, module: ModuleType = impl_numpy.model):
+    """Within it, the GELU of `module`, the NumPy implementation that measures (impl_numpy.model or
+    impl_numpy.fast, whose loss_and_grads call their GELU functions by name), is replaced on the
+    module by one whose value and slope each get PERTURBATION times a draw of the error their
+    special function leaves, t = tanh(u(z)) or erf(z / sqrt(2)) off by up to e u |t|
+    (e = SPECIAL_FUNCTION_ERROR), carried through the formula, in u:
 
         value  0.5 |z| e |t| r                              g = 0.5 z (1 + t)
         slope  |dout| e (0.5 |t| + |z| t^2 u'(z)) r         g' = Phi + z Phi', Phi = 0.5 (1 + t),
                                                             Phi' = 0.5 (1 - t^2) u'(z) (tanh form)
         slope  |dout| e 0.5 |t| r  (exact form)             Phi' = exp(-z^2 / 2) / sqrt(2 pi): no t in it
 
-    t is read off the reference's own value, t = 2 g / z - 1; r is standard normal, one per
-    unit for all rows alike when `shared` (identical rows round alike), else one per element, and
-    0 past |z| = SATURATED. On leaving, the module's own functions are back."""
-    module = impl_numpy.model
-    gelu, gelu_backward = module.gelu, module.gelu_backward
+    t is read off the implementation's own values: t = 2 g / z - 1 from the reference's g,
+    t = 2 Phi - 1 from fast.py's Phi. r is standard normal, one per unit for all rows alike when
+    `shared` (identical rows round alike), else one per element, and 0 past |z| = SATURATED. On
+    leaving, the module's own functions are back."""
 
-    def draw(z, g):  # (|t|, e r), each (...,) like z, from g = gelu(z); e r is 0 where t saturates
-        t = np.abs(np.divide(2 * g - z, z, out=np.zeros_like(z), where=z != 0))
+    # Each line below writes into an array it made (out=, *=): the runs are as large as the
+    # batch, and every fresh array of that size costs its page faults again.
+    def draw(z, near):  # e r, (...,) like z; 0 where t saturates, near = min(|z|, SATURATED)
         r = rng.standard_normal(z.shape[-1:] if shared else z.shape)
-        return t, np.where(np.abs(z) < SATURATED, SPECIAL_FUNCTION_ERROR * r, 0.0)
+        return np.where(near < SATURATED, SPECIAL_FUNCTION_ERROR * r, 0.0)
 
-    def noisy_gelu(z, form):
-        g = gelu(z, form)
-        t, er = draw(z, g)
-        return g + PERTURBATION * 0.5 * np.abs(z) * t * er
+    def value_noise(z, t):  # the value's, (...,) like z
+        noise = np.abs(z)
+        er = draw(z, noise)
+        noise *= PERTURBATION * 0.5
+        noise *= t
+        return np.multiply(noise, er, out=noise)
 
-    def noisy_gelu_backward(dout, z, form):
-        t, er = draw(z, gelu(z, form))
+    def slope_noise(dout, z, t, form):  # the slope's times |dout|, (...,) like z
         near = np.minimum(np.abs(z), SATURATED)  # (...,): past it er is 0, and near^3 stays in range
-        slope = 0.5 * t + (near * t**2 * TANH_K * (1 + 3 * TANH_C * near**2) if form == "tanh" else 0.0)
-        return gelu_backward(dout, z, form) + PERTURBATION * np.abs(dout) * slope * er
+        er = draw(z, near)
+        if form == "tanh":  # 0.5 t + near t^2 k (1 + 3 c near^2)
+            slope = np.multiply(near, near)
+            slope *= 3 * TANH_C
+            slope += 1
+            slope *= TANH_K
+            slope *= near
+            slope *= t
+            slope += 0.5
+            slope *= t
+        else:
+            slope = np.multiply(t, 0.5)
+        slope *= np.abs(dout, out=near)  # near is not needed again
+        slope *= PERTURBATION
+        return np.multiply(slope, er, out=slope)
 
-    module.gelu, module.gelu_backward = noisy_gelu, noisy_gelu_backward
+    if module is impl_numpy.model:  # gelu(z, form) -> g; gelu_backward(dout, z, form) -> dz
+        names = ("gelu", "gelu_backward")
+        gelu, gelu_backward = module.gelu, module.gelu_backward
+
+        def t_of(z, g):  # |t| = |2 g / z - 1|, 0 at z = 0
+            return np.abs(np.divide(2 * g - z, z, out=np.zeros_like(z), where=z != 0))
+
+        def noisy_gelu(z, form):
+            g = gelu(z, form)
+            return g + value_noise(z, t_of(z, g))
+
+        def noisy_gelu_backward(dout, z, form):
+            t = t_of(z, gelu(z, form))
+            return gelu_backward(dout, z, form) + slope_noise(dout, z, t, form)
+
+    else:  # fast.py: gelu_forward(z, b, x, form) -> (Phi, y); gelu_backward(dy, z, phi, scratch, form) -> dz in z
+        names = ("gelu_forward", "gelu_backward")
+        gelu, gelu_backward = module.gelu_forward, module.gelu_backward
+
+        def noisy_gelu(z, b, x, form):
+            phi, y = gelu(z, b, x, form)  # z is now z + b
+            y += value_noise(z, np.abs(2 * phi - 1))  # y = (x +) g: the noise joins g
+            return phi, y
+
+        def noisy_gelu_backward(dy, z, phi, scratch, form):
+            noise = slope_noise(dy, z, np.abs(2 * phi - 1), form)  # before z's buffer takes dz
+            dz = gelu_backward(dy, z, phi, scratch, form)
+            dz += noise
+            return dz
+
+    originals = (gelu, gelu_backward)
+    for name, function in zip(names, (noisy_gelu, noisy_gelu_backward)):
+        setattr(module, name, function)
     try:
         yield
     finally:
-        module.gelu, module.gelu_backward = gelu, gelu_backward
+        for name, function in zip(names, originals):
+            setattr(module, name, function)
 
 
-def propagated_rounding(batch: Batch, draws: int) -> list[np.ndarray]:
+def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = lambda text: None) -> list[np.ndarray]:
     """TAIL times each element's measured rounding spread (module docstring), per unit PERTURBATION.
 
     Shared runs: the whole batch under one nudge. Grouped runs (more than one row): each group
     under its own nudge. A per-row element (output, dx) takes the root-mean-square of its moves
     over all the runs; a batch sum (loss, dW, db) the larger of its shared runs' root-mean-square
-    move and the grouped runs' mean of the groups' summed squared moves, square-rooted."""
+    move and the grouped runs' mean of the groups' summed squared moves, square-rooted. say: told
+    each draw as it starts."""
     base, per_row = batch.base, batch.per_row
     grouped = draws // 2 if batch.split else 0
     shared = [np.zeros(t.shape) for t in base]  # sums of squared moves, in units of the tensor's scale
-    independent = [np.zeros(t.shape) for t in base]
-    for _ in range(draws - grouped):
+    independent = {k: np.zeros(t.shape) for k, t in enumerate(base) if k not in per_row}
+
+    def squared_move(t1, t0, s):  # ((t1 - t0) / s / PERTURBATION)^2, in the one new array
+        move = np.asarray(t1 - t0)  # an array even for the loss: the lines below work in it
+        move /= s  # s first: PERTURBATION * s may underflow
+        move /= PERTURBATION
+        return np.multiply(move, move, out=move)
+
+    for draw in range(draws - grouped):
+        say(f"bound: draw {draw + 1} of {draws}")
         params, target = nudged(batch)
-        with activation_noise(batch.rng, shared=True):
+        with activation_noise(batch.rng, shared=True, module=batch.module):
             moved = batch.run(params, batch.x, target)
-        for m, t0, t1, s in zip(shared, base, moved, batch.scales):
-            m += ((t1 - t0) / s / PERTURBATION) ** 2  # s first: PERTURBATION * s may underflow
-    for _ in range(grouped):
+        for m, t0, s in zip(shared, base, batch.scales):
+            m += squared_move(moved.pop(0), t0, s)  # popped: each run's tensor is freed once added in
+    for draw in range(draws - grouped, draws):
+        say(f"bound: draw {draw + 1} of {draws}")
         for rows, share in zip(batch.split, batch.shares):
             params, target = nudged(batch, rows)
-            with activation_noise(batch.rng, shared=False):
+            with activation_noise(batch.rng, shared=False, module=batch.module):
                 moved = batch.group(params, rows, target)
             for k, (t0, t1) in enumerate(zip(share, moved)):
-                move = (t1 - t0) / batch.scales[k] / PERTURBATION
                 if k in per_row:  # the group's rows, in their places among all the rows
-                    shared[k].reshape(batch.n, -1)[rows] += move**2
+                    shared[k].reshape(batch.n, -1)[rows] += squared_move(t1, t0, batch.scales[k])
                 else:
-                    independent[k] += move**2
-    spread = [np.sqrt(m / draws) for m in shared]
-    for k in range(len(base)):
-        if k not in per_row:
-            spread[k] = np.maximum(np.sqrt(shared[k] / (draws - grouped)), np.sqrt(independent[k] / max(grouped, 1)))
-    return [TAIL * m * s for m, s in zip(spread, batch.scales)]
+                    independent[k] += squared_move(t1, t0, batch.scales[k])
+            del moved
+    for share in batch.shares:  # the per-row shares were only these runs' starting points
+        for k in per_row:
+            share[k] = None
+    for k, m in enumerate(shared):  # into the bound, in the sums' own arrays
+        if k in per_row:
+            np.sqrt(np.divide(m, draws, out=m), out=m)
+        else:
+            shared[k] = np.maximum(np.sqrt(m / (draws - grouped)), np.sqrt(independent[k] / max(grouped, 1)))
+        shared[k] *= TAIL
+        shared[k] *= batch.scales[k]
+    return shared
 
 
 def batch_rounding(batch: Batch) -> list[np.ndarray]:
@@ -325,19 +410,29 @@ def as_result(names: list[str], terms: list[np.ndarray]) -> dict:
 
 
 def combine(*parts: dict) -> dict:
-    """The element-by-element sum of result-like dicts with the same keys."""
+    """The element-by-element sum of result-like dicts with the same keys, added into the first
+    one's arrays where they are float64 arrays (measure's parts are used once)."""
+
+    def add(first, others):
+        total = np.asarray(first, np.float64)
+        if not total.ndim:
+            return total + sum(others)
+        for other in others:
+            total += other
+        return total
+
     first = parts[0]
     return {
-        key: [sum(p[key][i] for p in parts) for i in range(len(value))]
+        key: [add(value[i], [p[key][i] for p in parts[1:]]) for i in range(len(value))]
         if isinstance(value, list)
-        else sum(p[key] for p in parts)
+        else add(value, [p[key] for p in parts[1:]])
         for key, value in first.items()
     }
 
 
 def gelu_form_resolution(params, x, target, bound: dict, dtype: str, **kw) -> dict:
     """Could this run see the GELU form mix-up? The other form against the run's own, in float64
-    runs of the NumPy reference, each element's move as a share of the allowance `bound` gives it in
+    runs of the NumPy implementation (`measuring`), each element's move as a share of the allowance `bound` gives it in
     `dtype` (shortcut_gradients.verdict.check.compare's rule); kw: use_shortcut, gelu_form and norm if "pre".
 
     Returns {"other_form", "share" (the largest share any element moved), "tensor" (where),
@@ -348,9 +443,9 @@ def gelu_form_resolution(params, x, target, bound: dict, dtype: str, **kw) -> di
     other = {"tanh": "exact", "exact": "tanh"}[kw["gelu_form"]]
     params = [tuple(np.asarray(a, np.float64) for a in layer) for layer in params]
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
-    runs = {}
+    module, runs = measuring(kw.get("norm", "none")), {}
     for form in (kw["gelu_form"], other):
-        result = impl_numpy.model.loss_and_grads(params, x, target, **{**kw, "gelu_form": form}, dtype="float64")
+        result = module.loss_and_grads(params, x, target, **{**kw, "gelu_form": form}, dtype="float64")
         runs[form] = {key: value for key, value in result.items() if key not in contract.INTERMEDIATES}
     report = check.compare(runs, dtype, bound)
     tensor, share = max(report["room"].items(), key=lambda item: item[1])
