@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import safetensors.numpy
@@ -53,7 +54,12 @@ def test_a_signal_to_the_running_process_is_one_line(tmp_path, signum):
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "compare.py"), *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    time.sleep(1.0)
+    # Once it maps torch's library it is inside main, past the interpreter's start-up and under main's handling
+    # (a signal before that meets Python's default handler, which no program can turn into one line).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text():
+        time.sleep(0.02)
+    time.sleep(0.3)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == EXIT[signum], err
