@@ -8,8 +8,8 @@ import sys
 
 if __name__ == "__main__":
     try:
-        from shortcut_gradients.compare import main
+        from shortcut_gradients.compare import main_exit
     except KeyboardInterrupt:  # Ctrl-C while the package loads: one line, as anywhere else in the run
         print("compare.py: interrupted", file=sys.stderr)
         sys.exit(130)
-    sys.exit(main())
+    main_exit()

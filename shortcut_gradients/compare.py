@@ -156,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """The command line: 0 agree, 1 disagree, 2 bad input; 130 after Ctrl-C and 143 after SIGTERM,
-    each with one line on stderr and no temporary file left behind."""
+    each with one line on stderr and no temporary file left behind. As a command (main_exit) the
+    signals end the process from their handler (plumbing.files.exit_on_signals); called in another
+    program's process (a test, a notebook), they raise KeyboardInterrupt and main returns the status."""
     with sigterm_raises():
         try:
             return checked_main(argv)
@@ -262,8 +264,11 @@ def stage(line: str) -> None:
 
 @contextmanager
 def sigterm_raises():
-    """SIGTERM raises Terminated for the block (on the main thread; elsewhere signals cannot be handled)."""
-    if threading.current_thread() is not threading.main_thread():
+    """SIGTERM raises Terminated for the block (on the main thread; elsewhere signals cannot be handled),
+    unless the process is a command that already ends on it (main_exit)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not (
+        signal.SIG_DFL
+    ):
         yield
         return
     previous = signal.signal(signal.SIGTERM, terminate)
@@ -299,7 +304,10 @@ def progress(estimate: float):
 
 
 def main_exit() -> None:
-    """The console script `shortcut-compare`."""
+    """The console script `shortcut-compare`, and compare.py."""
+    from shortcut_gradients.plumbing import files
+
+    files.exit_on_signals("compare.py")
     sys.exit(main())
 
 

@@ -70,3 +70,69 @@ def test_a_signal_to_the_running_process_is_one_line(tmp_path, signum):
         assert (out, err) == (b"", f"wrote {saved}\ncompare.py: interrupted\n".encode())
     else:
         assert (out, err) == (b"", b"compare.py: interrupted\n")
+
+
+HALF_WRITTEN = """
+import os, signal, sys, time
+from shortcut_gradients.plumbing import files
+files.exit_on_signals("prog")
+
+def half_then_signal(tmp):
+    with open(tmp, "wb") as f:
+        f.write(b"half a file")
+    os.kill(os.getpid(), signal.{name})
+    time.sleep(5)  # the handler ends the process during this sleep; reaching the line below would be the bug
+    print("not interrupted")
+
+print("before", flush=False)  # buffered: the handler flushes what was printed
+files.write_atomically(sys.argv[1], half_then_signal)
+"""
+
+
+@pytest.mark.parametrize("signum", EXIT, ids=["SIGINT", "SIGTERM"])
+def test_a_command_ends_from_its_handler_and_removes_the_file_being_written(tmp_path, signum):
+    """As a command, the handler itself ends the process (an exception raised where the program happens to
+    be can land in a framework's C++ and abort or be swallowed): one line, the status, no temporary file."""
+    script = HALF_WRITTEN.replace("{name}", signal.Signals(signum).name)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "out.bin")], cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (EXIT[signum], b"before\n", b"prog: interrupted\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def running(path: str) -> list[int]:
+    """Process ids of processes running `path` as an argument (Linux's /proc), zombies left out."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if path.encode() in argv and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+def test_a_signal_while_a_plug_in_loops_ends_the_run_and_its_worker():
+    """The handler exits the process at once: the worker running their loop dies with it (not left spinning)."""
+    needs("numpy"), needs("torch")
+    loops = str(ROOT / "tests" / "hostile" / "loops.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "compare.py"), "--frameworks", f"numpy,{loops}", "--quiet", "--timeout", "60"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not running(loops):
+        time.sleep(0.05)
+    time.sleep(1)  # past its import: in the loop
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out, err) == (143, b"", b"compare.py: interrupted\n")
+    deadline = time.monotonic() + 5
+    while running(loops) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running(loops) == []

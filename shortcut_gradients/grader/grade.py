@@ -174,7 +174,9 @@ def isolation_jobs(n_files: int) -> int:
 
 
 def main_exit() -> None:
-    """The console script `shortcut-grade`."""
+    """The console script `shortcut-grade`: Ctrl-C and SIGTERM end it with one line (the rows already
+    printed stay), status 130 or 143."""
+    files.exit_on_signals(PROG)
     sys.exit(main())
 
 

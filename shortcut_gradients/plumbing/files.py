@@ -8,12 +8,37 @@ removes the temporary file, and the target is the old file or the new one, never
 import os
 import signal
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
 from shortcut_gradients.plumbing.config import InputError
 
 SIGNALS = {signal.SIGINT, signal.SIGTERM}  # held back while a temporary file is created and named
+WRITING: set[str] = set()  # the temporary files being written now, for exit_on_signals to remove
+
+
+def exit_on_signals(program: str) -> None:
+    """For a command-line run: Ctrl-C and SIGTERM end the process at once, with `program: interrupted` on
+    stderr and status 128 + the signal's number, after removing the temporary files being written.
+
+    Exiting from the handler, rather than raising KeyboardInterrupt wherever the program happens to be,
+    is what makes this hold everywhere: that place may be Python code called from a framework's C++
+    (torch's import), where an exception is swallowed or aborts the process with a C++ message. A
+    user's code runs in worker processes, which die with this one (plumbing.worker)."""
+
+    def handler(signum, frame):
+        for tmp in list(WRITING):
+            Path(tmp).unlink(missing_ok=True)
+        try:
+            sys.stdout.flush()  # what was printed stays printed
+        except Exception:  # stdout was in the middle of a write, or is closed: nothing more to save
+            pass
+        os.write(2, f"{program}: interrupted\n".encode())
+        os._exit(128 + signum)
+
+    for signum in SIGNALS:
+        signal.signal(signum, handler)
 
 
 def check_output_path(path, flag: str, suffix: str | None = None, *, inputs=()) -> None:
@@ -74,6 +99,7 @@ def write_atomically(path, write) -> None:
     held = hold_signals()
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        WRITING.add(tmp)
         os.close(fd)
         release_signals(held)  # a signal that came meanwhile is raised here, inside the try
         held = None
@@ -87,6 +113,7 @@ def write_atomically(path, write) -> None:
             Path(tmp).unlink(missing_ok=True)
         raise
     finally:
+        WRITING.discard(tmp)
         release_signals(held)
 
 
