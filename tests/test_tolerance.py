@@ -319,3 +319,39 @@ def test_measure_reports_its_stages_and_the_same_bound():
     silent = bound(params, x, target)
     for (name, _, a), (_, _, b) in zip(contract.tensors(told), contract.tensors(silent)):
         np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_dy_and_dz_are_measured_only_where_a_pair_compares_them_and_the_rest_is_unchanged():
+    """Without dy and dz (each as large as the output, per layer) the bound of every other tensor
+    is the same to the bit, and the measurement's own unperturbed run gives the GELU forms'
+    resolution the same figures as running it again."""
+    rng = np.random.default_rng(5)
+    params = seeded_params((8, 16, 16, 4), 2)
+    x, target = rng.normal(size=(4, 6, 8)), rng.normal(size=(4, 6, 4))
+    kw = {"use_shortcut": True, "gelu_form": "tanh"}
+    everything = bounds.measure(params, x, target, **kw)
+    without, unperturbed = bounds.measure_around(params, x, target, intermediates=False, **kw)
+    assert "dy" in everything and "dy" not in without and "dy" not in unperturbed
+    for (name, _, a), (other, _, b) in zip(contract.tensors(everything, False), contract.tensors(without)):
+        assert name == other
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    again = bounds.gelu_form_resolution(params, x, target, without, "float32", **kw)
+    assert bounds.gelu_form_resolution(params, x, target, without, "float32", own=unperturbed, **kw) == again
+
+
+def test_a_wrong_step_is_still_named_at_its_dz_when_two_implementations_return_them():
+    """The run bounds dy and dz when two implementations return them, so the first mismatch is
+    the step itself, before the dW it feeds."""
+    import impl_numpy.model
+    from shortcut_gradients.verdict import run
+
+    def wrong_middle_step(*args, **kw):  # the reference, with layer 1's dz off by 1e-3 (and nothing after it)
+        result = impl_numpy.model.loss_and_grads(*args, **kw)
+        result["dz"][1] = result["dz"][1] * (1 + 1e-3)
+        return result
+
+    params = seeded_params((8, 16, 16, 4), 2)
+    x, target = np.random.default_rng(6).normal(size=(2, 5, 8)), np.zeros((2, 5, 4))
+    fns = {"numpy": impl_numpy.model.loss_and_grads, "mine": wrong_middle_step}
+    (entry,) = run.gather("float64", "tanh", "none", "on", (params, x, target), fns, False)
+    assert entry["first_mismatch"]["tensor"] == "layers.1.dz"

@@ -83,12 +83,21 @@ def measure(params, x, target, *, progress: Callable[[str], None] | None = None,
     x (..., sizes[0]); target broadcastable to the output (..., sizes[-1]). Returns a result-like
     dict of the bounds, {"loss": (), "output": (..., d_out), "dW": [(d_out, d_in)], "db": [(d_out,)],
     "dx": (..., d_in)} (and "dscale", "dshift" [(d_in,)] with norm "pre"; "dy", "dz" as the
-    reference returns them), the sum of `error_terms`'s three parts; kw are its keywords:
-    use_shortcut and gelu_form, and optionally norm, draws and groups. progress, if given, is called
-    with a short text at each stage ("bound: draw 3 of 8"), for a long run's progress line.
+    reference returns them, unless intermediates=False), the sum of `error_terms`'s three parts;
+    kw are its keywords: use_shortcut and gelu_form, and optionally norm, draws, groups and
+    intermediates. progress, if given, is called with a short text at each stage ("bound: draw 3
+    of 8"), for a long run's progress line.
     """
-    parts = error_terms(params, x, target, progress=progress, **kw)
-    return tensor_floor(combine(*parts.values()))
+    return measure_around(params, x, target, progress=progress, **kw)[0]
+
+
+def measure_around(params, x, target, **kw) -> tuple[dict, dict]:
+    """(measure's bound, the unperturbed float64 result it was measured around): the loss,
+    output, dW, db and dx (dscale and dshift with norm "pre") of the NumPy implementation that
+    measures, in the run's own GELU form, the run gelu_form_resolution's `own` takes in place of
+    running it again. kw: measure's."""
+    parts, unperturbed = terms_around(params, x, target, **kw)
+    return tensor_floor(combine(*parts.values())), unperturbed
 
 
 def scale_of(a: np.ndarray) -> float:
@@ -117,7 +126,16 @@ def tensor_floor(bound: dict) -> dict:
     return {key: [floor(b) for b in value] if isinstance(value, list) else floor(value) for key, value in bound.items()}
 
 
-def error_terms(
+def error_terms(params, x, target, **kw) -> dict[str, dict]:
+    """The bound's three parts, each a result-like dict in units of u (module docstring):
+    "own" |e|, "propagated" (perturbed runs) and "batch" (the sum over rows: dW, db, loss).
+    Where the implementation returns the optional dy and dz (docs/contract.md), they get bounds
+    too, unless intermediates=False. kw: use_shortcut and gelu_form, and optionally norm, draws,
+    groups, intermediates and progress (called with a short text at each stage, or None)."""
+    return terms_around(params, x, target, **kw)[0]
+
+
+def terms_around(
     params,
     x,
     target,
@@ -127,22 +145,22 @@ def error_terms(
     norm: str = "none",
     draws: int = DRAWS,
     groups: int = GROUPS,
+    intermediates: bool = True,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, dict]:
-    """The bound's three parts, each a result-like dict in units of u (module docstring):
-    "own" |e|, "propagated" (perturbed runs) and "batch" (the sum over rows: dW, db, loss).
-    Where the implementation returns the optional dy and dz (docs/contract.md), they get bounds too.
-    progress: called with a short text at each stage, or None."""
+) -> tuple[dict[str, dict], dict]:
+    """(error_terms's parts, the unperturbed result they were measured around, as measure_around's)."""
     say = progress or (lambda text: None)
     params = [tuple(np.asarray(a, np.float64) for a in layer) for layer in params]
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
     say("bound: the unperturbed runs")
-    batch = Batch(params, x, target, use_shortcut, gelu_form, norm, groups)
+    batch = Batch(params, x, target, use_shortcut, gelu_form, norm, groups, intermediates)
+    kept = [(name, t.copy()) for name, t in zip(batch.names, batch.base) if name in batch.compared]
+    unperturbed = as_result([name for name, _ in kept], [t for _, t in kept])
     propagated = propagated_rounding(batch, draws, say)
     summed = batch_rounding(batch)
     own = [np.abs(t, out=t) if t.ndim else np.abs(t) for t in batch.base]  # in place: base is not needed again
     parts = {"own": own, "propagated": propagated, "batch": summed}
-    return {name: as_result(batch.names, terms) for name, terms in parts.items()}
+    return {name: as_result(batch.names, terms) for name, terms in parts.items()}, unperturbed
 
 
 def measuring(norm: str) -> ModuleType:
@@ -155,21 +173,27 @@ class Batch:
     """The run's inputs as rows, float64 runs of the whole batch or of one group of its rows,
     and the unperturbed results (tensors in shortcut_gradients.verdict.contract.tensors order: dy and dz where given)."""
 
-    def __init__(self, params, x, target, use_shortcut: bool, gelu_form: str, norm: str, groups: int):
+    def __init__(
+        self, params, x, target, use_shortcut: bool, gelu_form: str, norm: str, groups: int, intermediates: bool
+    ):
         self.params, self.x, self.target = params, x, target
         self.module = measuring(norm)
         self.kw = {"use_shortcut": use_shortcut, "gelu_form": gelu_form, "dtype": "float64"}
         self.kw |= {"norm": norm} if norm != "none" else {}  # the book's contract never sees norm
-        # dy and dz, which the reference always returns: fast.py keeps them when asked.
-        self.kw |= {"intermediates": True} if self.module is impl_numpy.fast else {}
+        # dy and dz, which the reference always returns and fast.py keeps when asked: only where
+        # they will be compared, for each is as large as the output, per layer.
+        self.intermediates = intermediates
+        self.kw |= {"intermediates": intermediates} if self.module is impl_numpy.fast else {}
         d_in, d_out = x.shape[-1], params[-1][0].shape[0]
         self.n = int(np.prod(x.shape[:-1], dtype=np.int64))
         self.n_out = self.n * d_out
         self.rows_x = x.reshape(self.n, d_in)  # (n, d_in)
         self.rows_t = np.broadcast_to(target, x.shape[:-1] + (d_out,)).reshape(self.n, d_out)  # (n, d_out)
         self.rng = np.random.default_rng(0)  # fixed: the same inputs always get the same bound
-        listed = contract.tensors(self.module.loss_and_grads(params, x, target, **self.kw))
+        listed = contract.tensors(self.module.loss_and_grads(params, x, target, **self.kw), intermediates)
         self.names = [name for name, _, _ in listed]
+        # What every implementation returns: the tensors the GELU forms' resolution compares.
+        self.compared = [name for name in self.names if not name.endswith((".dy", ".dz"))]
         self.base = [np.asarray(t, np.float64) for _, _, t in listed]
         self.scales = [scale_of(t) for t in self.base]
         # Per-row tensors have a row per input row; the others (loss, dW, db) sum over the rows.
@@ -181,7 +205,7 @@ class Batch:
 
     def run(self, params, x, target) -> list[np.ndarray]:
         result = self.module.loss_and_grads(params, x, target, **self.kw)
-        return [np.asarray(t, np.float64) for _, _, t in contract.tensors(result)]
+        return [np.asarray(t, np.float64) for _, _, t in contract.tensors(result, self.intermediates)]
 
     def group(self, params, rows, target=None) -> list[np.ndarray]:
         """One group's tensors. Its gradients are of its own mean loss; len(rows)/n makes the
@@ -199,8 +223,12 @@ def nudged(batch: Batch, rows=None):
     to, moves by ELEMENTWISE roundings: the last layer's backward steps have no layer above
     whose weights stand in for them, as every other layer's have."""
 
-    def nudge(a, scale):
-        return a * (1 + PERTURBATION * scale * batch.rng.standard_normal(a.shape))
+    def nudge(a, scale):  # a (1 + PERTURBATION scale r), built in the draw's own array
+        moved = batch.rng.standard_normal(a.shape)
+        moved *= PERTURBATION * scale
+        moved += 1
+        moved *= a
+        return moved
 
     params = []
     for W, b, *norm_params in batch.params:  # norm_params: pre-LN's (scale, shift), (d_in,) each
@@ -243,7 +271,11 @@ def activation_noise(rng: np.random.Generator, shared: bool, module: ModuleType 
     # batch, and every fresh array of that size costs its page faults again.
     def draw(z, near):  # e r, (...,) like z; 0 where t saturates, near = min(|z|, SATURATED)
         r = rng.standard_normal(z.shape[-1:] if shared else z.shape)
-        return np.where(near < SATURATED, SPECIAL_FUNCTION_ERROR * r, 0.0)
+        er = np.empty_like(z) if shared else r
+        np.multiply(r, SPECIAL_FUNCTION_ERROR, out=er)  # shared: the one row of draws, on every row
+        saturated = np.less(near, SATURATED)
+        np.copyto(er, 0.0, where=np.logical_not(saturated, out=saturated))  # NaN counts as saturated
+        return er
 
     def value_noise(z, t):  # the value's, (...,) like z
         noise = np.abs(z)
@@ -430,7 +462,7 @@ def combine(*parts: dict) -> dict:
     }
 
 
-def gelu_form_resolution(params, x, target, bound: dict, dtype: str, **kw) -> dict:
+def gelu_form_resolution(params, x, target, bound: dict, dtype: str, own: dict | None = None, **kw) -> dict:
     """Could this run see the GELU form mix-up? The other form against the run's own, in float64
     runs of the NumPy implementation (`measuring`), each element's move as a share of the allowance `bound` gives it in
     `dtype` (shortcut_gradients.verdict.check.compare's rule); kw: use_shortcut, gelu_form and norm if "pre".
@@ -439,13 +471,17 @@ def gelu_form_resolution(params, x, target, bound: dict, dtype: str, **kw) -> di
     "resolved" (share > 1: a mix-up of the two forms shows)}. Where the allowance has grown past
     the difference between the forms (deep float32 networks whose gradient has vanished, big
     batches), a run agrees whichever form an implementation computes, and the report says so.
-    Only the tensors every implementation returns count: not the optional dy and dz."""
+    Only the tensors every implementation returns count: not the optional dy and dz. own: the
+    float64 result in the run's own form, where the measurement has it (measure_around), else run here."""
     other = {"tanh": "exact", "exact": "tanh"}[kw["gelu_form"]]
     params = [tuple(np.asarray(a, np.float64) for a in layer) for layer in params]
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
     module, runs = measuring(kw.get("norm", "none")), {}
     for form in (kw["gelu_form"], other):
-        result = module.loss_and_grads(params, x, target, **{**kw, "gelu_form": form}, dtype="float64")
+        if form == kw["gelu_form"] and own is not None:
+            result = own
+        else:
+            result = module.loss_and_grads(params, x, target, **{**kw, "gelu_form": form}, dtype="float64")
         runs[form] = {key: value for key, value in result.items() if key not in contract.INTERMEDIATES}
     report = check.compare(runs, dtype, bound)
     tensor, share = max(report["room"].items(), key=lambda item: item[1])

@@ -11,7 +11,6 @@ target: none can change what another sees.
 
 import warnings
 from dataclasses import replace
-from inspect import signature
 
 import numpy as np
 
@@ -88,7 +87,7 @@ def gather(
     one line as each stage starts; the bound's measurement gets it too where it takes one."""
     compared = sum(name != ORACLE for name in fns)  # the finite differences are checked on their own terms
     tell = progress or (lambda line: None)
-    measure_kw = {"progress": progress} if progress and "progress" in signature(bound.measure).parameters else {}
+    measure_kw = {"progress": progress} if progress else {}
     runs = []
     settings = SHORTCUT_SETTINGS[shortcut]
     for k, use_shortcut in enumerate(settings, 1):
@@ -100,7 +99,9 @@ def gather(
         results, left_out = validated_results(fns, data, kw, dtype)
         taking_part = {name: fn for name, fn in fns.items() if name not in left_out}
         tell(f"{setting}: measuring the rounding bound")
-        measured = bound.measure(*own_copies(*data), **kw, **measure_kw)
+        # dy and dz are bounded only where a pair will compare them: each is as large as the output.
+        steps = sum(all(key in r for key in contract.INTERMEDIATES) for name, r in results.items() if name != ORACLE)
+        measured, unperturbed = bound.measure_around(*own_copies(*data), **kw, intermediates=steps > 1, **measure_kw)
         means = {
             name: {
                 "loss": float(r["loss"]),
@@ -116,7 +117,7 @@ def gather(
             dtype=dtype,
             compared=compared - len(left_out),
             comparison=check.compare(results, dtype, measured),
-            resolution=bound.gelu_form_resolution(*own_copies(*data), measured, dtype, **kw),
+            resolution=bound.gelu_form_resolution(*own_copies(*data), measured, dtype, own=unperturbed, **kw),
             overflow=overflow,
             oracle=oracle.compare(results, oracle_result, dtype, measured) if oracle_result else None,
             book=check.against_book(results, book, BOOK_RTOL) if book else None,
@@ -124,7 +125,7 @@ def gather(
         verdict = decide.decide(gathered)
         rerun_results = {}
         if verdict.rerun:
-            rerun, rerun_results = float64_rerun(taking_part, data, kw, measured)
+            rerun, rerun_results = float64_rerun(taking_part, data, kw, measured, unperturbed)
             gathered = replace(gathered, rerun=rerun)
             verdict = decide.decide(gathered)
         if verdict.status == decide.DISAGREE:  # what the difference looks like, from the results it is in
@@ -186,15 +187,16 @@ def validate(results: dict, params, x, dtype: str) -> dict:
     return checked
 
 
-def float64_rerun(fns: dict, data: tuple, kw: dict, measured: dict) -> tuple[dict, dict]:
+def float64_rerun(fns: dict, data: tuple, kw: dict, measured: dict, unperturbed: dict) -> tuple[dict, dict]:
     """Every implementation but the finite differences again in float64, compared under the same
-    measured bound (it is in units of u, whichever the dtype). Returns {"gelu_form_resolution":
+    measured bound (it is in units of u, whichever the dtype; `unperturbed` the run it was measured
+    around, bound.measure_around's, for the GELU forms' resolution). Returns {"gelu_form_resolution":
     the GELU forms' resolution in float64} and either check.compare's report, its "first_mismatch"
     marked {"dtype": "float64"}, or "skipped": why nothing was compared: float64 cannot resolve
     the forms either, an implementation (a user's) raised in float64, or a result came out inf or
     NaN. A result that breaks the contract is bad input. Second: {name: float64 result}, those
     compared (empty where none was), for the diagnosis."""
-    resolution = bound.gelu_form_resolution(*own_copies(*data), measured, "float64", **kw)
+    resolution = bound.gelu_form_resolution(*own_copies(*data), measured, "float64", own=unperturbed, **kw)
     if not resolution["resolved"]:
         return {
             "gelu_form_resolution": resolution,
