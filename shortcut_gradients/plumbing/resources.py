@@ -29,14 +29,17 @@ BASE_BYTES = 600 * 2**20  # resident: the interpreter, torch, JAX and NumPy impo
 FRAMEWORK_MODULES = {"torch": "torch", "jax": "jax", "numpy": "numpy", "numpy-fast": "numpy", "numerical": "numpy"}
 FRAMEWORK_ADDRESS_SPACE = {"torch": 600 * 2**20, "jax": 1200 * 2**20, "numpy": 100 * 2**20}
 FRAMEWORK_ADDRESS_SPACE_PER_CPU = {"jax": 250 * 2**20}
-# The time model (seconds_needed), fitted to compare.py runs and rounded up (docs/limits.md sets the runs beside it):
-# a run's cost grows with every element compared, every multiply-add and every layer's Python and kernel calls.
+# The time model (seconds_needed), fitted to compare.py runs on this 2-core machine and rounded up by
+# 1.6, so that no run fitted took longer than its estimate (docs/limits.md sets the runs beside it).
+# Per shortcut setting, each implementation makes one step and the rounding bound about BOUND_STEPS
+# float64 steps of the NumPy implementation; a step costs per element of every layer's input and
+# output, per multiply-add and per layer; each implementation's result costs per weight to check.
 STARTUP_SECONDS = 3.0  # importing the frameworks and compiling the book's network
-SECONDS_PER_CHECKED_WEIGHT = 3.5e-7  # per weight or bias element, per setting: its bound and its comparison
-SECONDS_PER_WEIGHT = 1.2e-7  # per weight or bias element, per framework and setting
-SECONDS_PER_ACTIVATION = 2.5e-6  # per element of every layer's input and output, per framework and setting
-SECONDS_PER_MAC = 1.5e-8  # per multiply-add of a layer's matmul, per framework and setting
-SECONDS_PER_LAYER = 8e-4  # per layer, per framework and setting
+BOUND_STEPS = 8  # the bound's float64 steps, in framework steps' worth (the fit's)
+SECONDS_PER_ACTIVATION = 8e-8  # per element of every layer's input and output, per step
+SECONDS_PER_MAC = 1.9e-10  # per multiply-add of a layer's matmul, per step
+SECONDS_PER_LAYER = 2.7e-4  # per layer, per step
+SECONDS_PER_WEIGHT = 4.8e-7  # per weight or bias element, per implementation and setting: its result checked
 LONG_SECONDS = 120  # work estimated past this is refused unless asked for (--allow-long)
 
 
@@ -169,16 +172,17 @@ def gib(n: int) -> str:
 
 def seconds_needed(layer_sizes, rows: int, *, frameworks: int, settings: int) -> float:
     """A run's time estimate in seconds, from the sizes alone: for each of `settings` shortcut settings,
-    each weight's check, and `frameworks` implementations each costing per weight and bias element,
-    per activation element, per multiply-add of the matmuls and per layer (the constants above)."""
+    `frameworks` implementations' steps and the bound's BOUND_STEPS, each costing per activation
+    element, per multiply-add of the matmuls and per layer, and each implementation's result per
+    weight and bias element (the constants above)."""
     weights = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
-    per_framework = (
-        SECONDS_PER_WEIGHT * weights
-        + SECONDS_PER_ACTIVATION * rows * sum(layer_sizes)
+    per_step = (
+        SECONDS_PER_ACTIVATION * rows * sum(layer_sizes)
         + SECONDS_PER_MAC * rows * weights
         + SECONDS_PER_LAYER * len(layer_sizes)
     )
-    return STARTUP_SECONDS + settings * (SECONDS_PER_CHECKED_WEIGHT * weights + frameworks * per_framework)
+    per_setting = (frameworks + BOUND_STEPS) * per_step + frameworks * SECONDS_PER_WEIGHT * weights
+    return STARTUP_SECONDS + settings * per_setting
 
 
 def check_time(seconds: float, allow_long: bool) -> None:
@@ -192,3 +196,23 @@ def check_time(seconds: float, allow_long: bool) -> None:
 
 def minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def give_back_freed_memory() -> None:
+    """Hand the heap pages freed so far back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    A run frees each stage's arrays, but glibc keeps freed pages of the heap for reuse, so the
+    frameworks' steps would stay in the resident set through the bound's measurement after them."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None  # glibc's malloc_trim once looked up, False where there is none

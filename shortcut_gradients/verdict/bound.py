@@ -41,6 +41,7 @@ deterministic, n_out |loss| for n_out output elements.
 """
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable
 from types import ModuleType
@@ -74,6 +75,10 @@ DRAWS = 8
 # Random groups of rows: GROUPS - 1 degrees of freedom for the rows' spread, and all the groups
 # together cost one float64 run of the batch.
 GROUPS = 16
+# A run of the whole batch goes through the step this many elements of activations at a time
+# (rows times the sum of the layer widths): a float64 step keeps about three arrays of that size
+# per layer, so a chunk's step holds about 100 MB however big the batch (`in_chunks`).
+CHUNK_ELEMENTS = 2**22
 
 
 def measure(params, x, target, *, progress: Callable[[str], None] | None = None, **kw) -> dict:
@@ -190,7 +195,8 @@ class Batch:
         self.rows_x = x.reshape(self.n, d_in)  # (n, d_in)
         self.rows_t = np.broadcast_to(target, x.shape[:-1] + (d_out,)).reshape(self.n, d_out)  # (n, d_out)
         self.rng = np.random.default_rng(0)  # fixed: the same inputs always get the same bound
-        listed = contract.tensors(self.module.loss_and_grads(params, x, target, **self.kw), intermediates)
+        unperturbed = in_chunks(self.module, params, x, target, self.kw)
+        listed = contract.tensors(unperturbed, intermediates)
         self.names = [name for name, _, _ in listed]
         # What every implementation returns: the tensors the GELU forms' resolution compares.
         self.compared = [name for name in self.names if not name.endswith((".dy", ".dz"))]
@@ -203,17 +209,68 @@ class Batch:
         self.split = np.array_split(self.rng.permutation(self.n), min(groups, self.n)) if self.n > 1 else []
         self.shares = [self.group(params, rows) for rows in self.split]
 
-    def run(self, params, x, target) -> list[np.ndarray]:
-        result = self.module.loss_and_grads(params, x, target, **self.kw)
+    def run(self, params, x, target, noise=contextlib.nullcontext) -> list[np.ndarray]:
+        """The batch's tensors, in_chunks; noise: entered around each chunk's step."""
+        result = in_chunks(self.module, params, x, target, self.kw, noise)
         return [np.asarray(t, np.float64) for _, _, t in contract.tensors(result, self.intermediates)]
 
     def group(self, params, rows, target=None) -> list[np.ndarray]:
         """One group's tensors. Its gradients are of its own mean loss; len(rows)/n makes the
         loss, dW and db its share of the batch's (per-row tensors are left as they are)."""
         t = self.rows_t[rows] if target is None else target
-        result = self.run(params, self.rows_x[rows], t)
+        result = self.module.loss_and_grads(params, self.rows_x[rows], t, **self.kw)
+        result = [np.asarray(a, np.float64) for _, _, a in contract.tensors(result, self.intermediates)]
         share = len(rows) / self.n
         return [a if k in self.per_row else a * share for k, a in enumerate(result)]
+
+
+def in_chunks(module: ModuleType, params, x, target, kw: dict, noise=contextlib.nullcontext) -> dict:
+    """module.loss_and_grads(params, x, target, **kw) for the whole batch, run a chunk of rows at a
+    time (CHUNK_ELEMENTS) so that the step's arrays stay small however big the batch.
+
+    Each chunk's gradients are of its own mean loss: rows/n of the batch's. So the loss, dW, db
+    (dscale, dshift) are the chunks' sums of that share, the per-row gradients (dx, dy, dz) their
+    rows of it, put together, and the output the chunks' rows as they are: the batch's result, up
+    to float64 rounding in the sums' order (about 1e-16 relative, against the 2^-30 moves the
+    bound measures). With one chunk (every batch of up to CHUNK_ELEMENTS) it is the plain call.
+    noise: a context manager factory entered around each chunk's call (activation_noise's)."""
+    d_in, d_out = x.shape[-1], params[-1][0].shape[0]
+    widths = d_in + sum(layer[0].shape[0] for layer in params)
+    n = int(np.prod(x.shape[:-1], dtype=np.int64))
+    step = max(1, CHUNK_ELEMENTS // widths)
+    if n <= step:
+        with noise():
+            return module.loss_and_grads(params, x, target, **kw)
+    rows_x = x.reshape(n, d_in)
+    rows_t = np.broadcast_to(target, x.shape[:-1] + (d_out,)).reshape(n, d_out)
+    parts = []
+    for start in range(0, n, step):
+        rows = slice(start, min(start + step, n))
+        with noise():
+            part = module.loss_and_grads(params, rows_x[rows], rows_t[rows], **kw)
+        share = (rows.stop - rows.start) / n
+        parts.append({key: value if key == "output" else scaled(value, share) for key, value in part.items()})
+    whole = {}
+    for key, first in parts[0].items():
+        if key in ("output", "dx"):
+            whole[key] = np.concatenate([part[key] for part in parts]).reshape(x.shape[:-1] + (first.shape[-1],))
+        elif key in contract.INTERMEDIATES:
+            whole[key] = [
+                np.concatenate([part[key][i] for part in parts]).reshape(x.shape[:-1] + (a.shape[-1],))
+                for i, a in enumerate(first)
+            ]
+        elif isinstance(first, list):
+            whole[key] = [sum(part[key][i] for part in parts) for i in range(len(first))]
+        else:
+            whole[key] = sum(part[key] for part in parts)
+    return whole
+
+
+def scaled(value, share: float):
+    """value * share, for an array or a list of arrays (a per-layer entry)."""
+    if isinstance(value, list):
+        return [np.asarray(a, np.float64) * share for a in value]
+    return np.asarray(value, np.float64) * share
 
 
 def nudged(batch: Batch, rows=None):
@@ -250,7 +307,9 @@ def layer_norm_amplitude(d: int) -> float:
 
 
 @contextlib.contextmanager
-def activation_noise(rng: np.random.Generator, shared: bool, module: ModuleType = impl_numpy.model):
+def activation_noise(
+    rng: np.random.Generator, shared: bool, module: ModuleType = impl_numpy.model, memo: dict | None = None
+):
     """Within it, the GELU of `module`, the NumPy implementation that measures (impl_numpy.model or
     impl_numpy.fast, whose loss_and_grads call their GELU functions by name), is replaced on the
     module by one whose value and slope each get PERTURBATION times a draw of the error their
@@ -265,12 +324,21 @@ def activation_noise(rng: np.random.Generator, shared: bool, module: ModuleType 
     t is read off the implementation's own values: t = 2 g / z - 1 from the reference's g,
     t = 2 Phi - 1 from fast.py's Phi. r is standard normal, one per unit for all rows alike when
     `shared` (identical rows round alike), else one per element, and 0 past |z| = SATURATED. On
-    leaving, the module's own functions are back."""
+    leaving, the module's own functions are back. memo: for a shared run made in chunks of rows
+    (in_chunks), one dict for all its chunks, each entering anew: the first chunk draws each GELU
+    call's row of r, in the order the whole batch would, and the others take the same rows."""
+    memo = {} if memo is None else memo
+    calls = {"value": 0, "slope": 0}  # this entry's calls so far: which of memo's draws is next
 
     # Each line below writes into an array it made (out=, *=): the runs are as large as the
     # batch, and every fresh array of that size costs its page faults again.
-    def draw(z, near):  # e r, (...,) like z; 0 where t saturates, near = min(|z|, SATURATED)
-        r = rng.standard_normal(z.shape[-1:] if shared else z.shape)
+    def draw(z, near, kind):  # e r, (...,) like z; 0 where t saturates, near = min(|z|, SATURATED)
+        if shared:
+            key = (kind, calls[kind])
+            calls[kind] += 1
+            r = memo[key] if key in memo else memo.setdefault(key, rng.standard_normal(z.shape[-1:]))
+        else:
+            r = rng.standard_normal(z.shape)
         er = np.empty_like(z) if shared else r
         np.multiply(r, SPECIAL_FUNCTION_ERROR, out=er)  # shared: the one row of draws, on every row
         saturated = np.less(near, SATURATED)
@@ -279,14 +347,14 @@ def activation_noise(rng: np.random.Generator, shared: bool, module: ModuleType 
 
     def value_noise(z, t):  # the value's, (...,) like z
         noise = np.abs(z)
-        er = draw(z, noise)
+        er = draw(z, noise, "value")
         noise *= PERTURBATION * 0.5
         noise *= t
         return np.multiply(noise, er, out=noise)
 
     def slope_noise(dout, z, t, form):  # the slope's times |dout|, (...,) like z
         near = np.minimum(np.abs(z), SATURATED)  # (...,): past it er is 0, and near^3 stays in range
-        er = draw(z, near)
+        er = draw(z, near, "slope")
         if form == "tanh":  # 0.5 t + near t^2 k (1 + 3 c near^2)
             slope = np.multiply(near, near)
             slope *= 3 * TANH_C
@@ -317,7 +385,7 @@ def activation_noise(rng: np.random.Generator, shared: bool, module: ModuleType 
             t = t_of(z, gelu(z, form))
             return gelu_backward(dout, z, form) + slope_noise(dout, z, t, form)
 
-    else:  # fast.py: gelu_forward(z, b, x, form) -> (Phi, y); gelu_backward(dy, z, phi, scratch, form) -> dz in z
+    elif module is impl_numpy.fast:  # gelu_forward(z, b, x, form) -> (Phi, y); gelu_backward(dy, z, phi, scratch, form) -> dz in z
         names = ("gelu_forward", "gelu_backward")
         gelu, gelu_backward = module.gelu_forward, module.gelu_backward
 
@@ -332,6 +400,8 @@ def activation_noise(rng: np.random.Generator, shared: bool, module: ModuleType 
             dz += noise
             return dz
 
+    else:  # no other step's GELU is known here: a bound without the term would be too tight in the tail
+        raise ValueError(f"activation_noise perturbs impl_numpy.model's or impl_numpy.fast's GELU, not {module.__name__}'s")
     originals = (gelu, gelu_backward)
     for name, function in zip(names, (noisy_gelu, noisy_gelu_backward)):
         setattr(module, name, function)
@@ -364,8 +434,8 @@ def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = l
     for draw in range(draws - grouped):
         say(f"bound: draw {draw + 1} of {draws}")
         params, target = nudged(batch)
-        with activation_noise(batch.rng, shared=True, module=batch.module):
-            moved = batch.run(params, batch.x, target)
+        noise = functools.partial(activation_noise, batch.rng, True, batch.module, {})  # {}: every chunk's draws
+        moved = batch.run(params, batch.x, target, noise)
         for m, t0, s in zip(shared, base, batch.scales):
             m += squared_move(moved.pop(0), t0, s)  # popped: each run's tensor is freed once added in
     for draw in range(draws - grouped, draws):
@@ -481,7 +551,7 @@ def gelu_form_resolution(params, x, target, bound: dict, dtype: str, own: dict |
         if form == kw["gelu_form"] and own is not None:
             result = own
         else:
-            result = module.loss_and_grads(params, x, target, **{**kw, "gelu_form": form}, dtype="float64")
+            result = in_chunks(module, params, x, target, {**kw, "gelu_form": form, "dtype": "float64"})
         runs[form] = {key: value for key, value in result.items() if key not in contract.INTERMEDIATES}
     report = check.compare(runs, dtype, bound)
     tensor, share = max(report["room"].items(), key=lambda item: item[1])

@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 
 from shortcut_gradients import diagnosis
-from shortcut_gradients.plumbing import frameworks
+from shortcut_gradients.plumbing import frameworks, resources
 from shortcut_gradients.plumbing.config import BOOK_RTOL, BOOK_WEIGHT_GRAD_MEANS, ORACLE, SHORTCUT_SETTINGS, InputError
 from shortcut_gradients.plumbing.inputs import Inputs
 from shortcut_gradients.verdict import bound, check, contract, decide, oracle, probes, report
@@ -97,6 +97,7 @@ def gather(
         # norm only when it is "pre": an implementation written to the book's contract never sees it.
         kw |= {"norm": norm} if norm != "none" else {}
         results, left_out = validated_results(fns, data, kw, dtype)
+        resources.give_back_freed_memory()  # the frameworks' working memory, before the bound's
         taking_part = {name: fn for name, fn in fns.items() if name not in left_out}
         tell(f"{setting}: measuring the rounding bound")
         # dy and dz are bounded only where a pair will compare them: each is as large as the output.
@@ -144,6 +145,8 @@ def gather(
         entry |= {"diagnosis": verdict.diagnosis} if verdict.diagnosis else {}
         entry |= {"left_out": left_out} if left_out else {}
         runs.append(entry)
+        del results, measured, unperturbed, rerun_results, gathered  # before the next setting's runs
+        resources.give_back_freed_memory()
     return runs
 
 
