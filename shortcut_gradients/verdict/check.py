@@ -101,7 +101,8 @@ def measured(bound: dict, dtype: str, floor: float):
 def elementwise(listed: dict, pairs: list, order: list, allowance):
     """The one comparison loop: every pair on every tensor of `order`, in that (backprop) order.
 
-    listed: {name: {tensor name: (layer, float64 array)}}; pairs: [(a, b)], compared where both
+    listed: {name: {tensor name: (layer, array)}}, each array taken to float64 as its pair is
+    compared (one tensor's copies alive at a time); pairs: [(a, b)], compared where both
     give the tensor and the allowance covers it. Yields (tensor name, layer, {(a, b): (used, rel,
     allowed)}, first): first is None while every element so far agrees, then the first element
     over its allowance: tensor, layer, index, frameworks, values, rel_diff and allowed (the same
@@ -114,7 +115,7 @@ def elementwise(listed: dict, pairs: list, order: list, allowance):
         for a, b in pairs:
             if tname not in listed[a] or tname not in listed[b]:
                 continue
-            va, vb = listed[a][tname][1], listed[b][tname][1]
+            va, vb = (np.asarray(listed[name][tname][1], np.float64) for name in (a, b))
             if va.shape != vb.shape:
                 raise ValueError(f"{tname}: {a} gives shape {va.shape}, {b} gives {vb.shape}")
             if (share := allowance(tname, va, vb)) is None:
@@ -134,9 +135,9 @@ def elementwise(listed: dict, pairs: list, order: list, allowance):
         yield tname, layer, shares, first
 
 
-def as_float64(result: dict, intermediates: bool = True) -> dict:
-    """{tensor name: (layer, float64 array)} in contract.tensors order."""
-    return {t: (layer, np.asarray(a, np.float64)) for t, layer, a in contract.tensors(result, intermediates)}
+def listing(result: dict, intermediates: bool = True) -> dict:
+    """{tensor name: (layer, array)} in contract.tensors order, as elementwise takes them."""
+    return {t: (layer, a) for t, layer, a in contract.tensors(result, intermediates)}
 
 
 def tensors(result: dict) -> list[tuple[str, int | None, np.ndarray]]:
@@ -165,7 +166,7 @@ def compare(results: dict[str, dict], dtype: str, bound: dict | None = None) -> 
     tol, eps = TOLERANCE[dtype], float(np.finfo(dtype).eps)
     names = list(results)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-    listed = {name: as_float64(result) for name, result in results.items()}
+    listed = {name: listing(result) for name, result in results.items()}
     order = max((list(v) for v in listed.values()), key=len)
     first_result = next(iter(results.values()))
     rule = fixed(dtype) if bound is None else measured(bound, dtype, underflow_floor(first_result, dtype))

@@ -49,8 +49,8 @@ def compare(results: dict[str, dict], oracle: dict, dtype: str, bound: dict | No
     backprop order, check.elementwise's, odd_one_out the implementation.
     """
     rule, errors = allowance(oracle, dtype, bound)
-    listed = {name: check.as_float64(result, intermediates=False) for name, result in results.items()}
-    listed[ORACLE] = check.as_float64(oracle, intermediates=False)
+    listed = {name: check.listing(result, intermediates=False) for name, result in results.items()}
+    listed[ORACLE] = check.listing(oracle, intermediates=False)
     stats = {"resolved": 0, "max_rel_diff": 0.0, "max_bound": 0.0}
     stats.update(unresolved=0, unresolved_max_abs=0.0, unresolved_used=0.0)
     first = None
