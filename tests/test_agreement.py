@@ -5,6 +5,8 @@ the tests named "fixed" check the fixed per-dtype tolerance that compare applies
 given no measurement (the exercises use it), on the small networks it was sized for.
 """
 
+import functools
+
 import numpy as np
 import pytest
 from conftest import needs
@@ -55,6 +57,7 @@ def run_all(name, form, dtype, use_shortcut, frameworks=FRAMEWORKS):
     }
 
 
+@functools.cache  # in units of u: one measurement serves both dtypes (compare only reads it)
 def bound(name, form, use_shortcut):
     """The error model's per-element bound for a network, measured with NumPy in float64."""
     params, x, target = network(name)

@@ -1,7 +1,6 @@
 """exercises/: the skeleton stays the reference minus its backward rules, and the grader names each slip at its step."""
 
 import ast
-import functools
 import json
 import shutil
 
@@ -193,15 +192,29 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
 # --- every slip caught at its step, with its diagnosis ------------------------------------------
 
 
-@functools.cache
-def catalogue() -> tuple:
-    """Every slip graded once, as a class (each in a worker process of its own)."""
-    return tuple(slips.catalogue())
+@pytest.fixture(scope="session")
+def catalogue(tmp_path_factory, worker_id) -> tuple:
+    """Every slip graded once, as a class (each in a worker process of its own), once per test run:
+    with the tests spread over processes (pytest-xdist), the first to need it grades, and the
+    others read its rows."""
+    if worker_id == "master":  # one process: nothing to share
+        return tuple(slips.catalogue())
+    import pickle
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / "slips-catalogue.pickle"
+    with FileLock(f"{shared}.lock"):
+        if shared.is_file():
+            return pickle.loads(shared.read_bytes())  # written by this test run, just above
+        rows = tuple(slips.catalogue())
+        shared.write_bytes(pickle.dumps(rows))
+        return rows
 
 
 @pytest.mark.parametrize("index", range(len(slips.SLIPS)), ids=[s.name for s in slips.SLIPS])
-def test_each_classic_slip_is_caught_at_its_step_with_its_diagnosis(index):
-    row = catalogue()[index]
+def test_each_classic_slip_is_caught_at_its_step_with_its_diagnosis(catalogue, index):
+    row = catalogue[index]
     slip, results = row["slip"], row["results"]
     assert [r.step for r in results] == list(steps.STEPS)  # every step graded, the slip's and the others
     first = [r.step for r in results].index(slip.step)
@@ -335,10 +348,10 @@ def test_network_diagnoses_layer_order_and_a_missing_identity_path():
     assert found.slip == "identity-missing", found
 
 
-def test_the_slips_table_in_docs_grader_md_is_a_fresh_run():
+def test_the_slips_table_in_docs_grader_md_is_a_fresh_run(catalogue):
     """docs/grader.md shows what the grader says today; regenerate with python -m shortcut_gradients.grader.slips --write docs/grader.md."""
     page = (ROOT / "docs" / "grader.md").read_text()
-    table = slips.format_table(list(catalogue()))
+    table = slips.format_table(list(catalogue))
     assert "NOT CAUGHT" not in table and "(expected" not in table
     assert slips.replace_table(page, table) == page
     with pytest.raises(ValueError, match="needs one"):
