@@ -8,8 +8,8 @@ Per size, each round runs, one after the other so that a change in the machine's
   - import: `python -c "import torch, jax, flax.nnx, numpy"`, what any run of the three frameworks pays;
   - steps: in a fresh process, torch's, JAX's and NumPy's loss_and_grads on the size's weights, both
     shortcut settings, float32, once untimed (warm: compiled, paged in) and then timed;
-  - compare.py: `python compare.py --weights FILE --allow-long` (the book: no arguments), its wall
-    time and its peak resident set (the child's ru_maxrss).
+  - compare.py: `python compare.py --weights FILE --allow-long --json` (the book: `--json` alone), its
+    wall time, its peak resident set (the child's ru_maxrss) and its verdict.
 The figure is compare.py's time over import + steps, each the median over the rounds; the book's is
 compare.py over the import alone (its steps take milliseconds). The sizes: random networks of
 width -> width layers, nn.Linear's uniform initialisation, 8192 standard normal rows and targets,
@@ -17,6 +17,7 @@ seeded, written to a temporary safetensors file. Targets are judged and printed 
 nothing asserts them.
 """
 
+import json
 import os
 import statistics
 import subprocess
@@ -97,9 +98,10 @@ def write_network(path: str, width: int, layers: int) -> None:
     save_weights(path, params, x, target)
 
 
-def timed(cmd: list[str]) -> tuple[float, float, str]:
+def timed(cmd: list[str], ok=(0,)) -> tuple[float, float, str]:
     """(wall seconds, peak resident GiB, stdout) of one child process, its rusage read by os.wait4
-    (its own peak, not the largest of all children); raises RuntimeError with its stderr if it fails."""
+    (its own peak, not the largest of all children); raises RuntimeError with its stderr if it
+    exits with a status not in `ok`."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, text=True)
@@ -107,7 +109,7 @@ def timed(cmd: list[str]) -> tuple[float, float, str]:
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         out.seek(0), err.seek(0)
-        if proc.returncode != 0:
+        if proc.returncode not in ok:
             raise RuntimeError(f"{' '.join(cmd[1:3])} failed (exit {proc.returncode}): {err.read().strip()[-500:]}")
         return wall, usage.ru_maxrss / 2**20, out.read()  # ru_maxrss in KiB
 
@@ -116,7 +118,7 @@ def measure_size(name: str, path: str | None, rounds: int, log, bound_too: bool 
     """Medians over `rounds` of the import, the steps (not for the book) and compare.py at one size;
     with bound_too, the bound alone as well (its time and peak)."""
     compare = [sys.executable, str(ROOT / "compare.py")] + (["--weights", path, "--allow-long"] if path else [])
-    imports, steps, runs, peaks, bounds = [], [], [], [], []
+    imports, steps, runs, peaks, bounds, verdicts_seen = [], [], [], [], [], []
     for i in range(rounds):
         imports.append(timed(IMPORT)[0])
         if path:
@@ -125,16 +127,19 @@ def measure_size(name: str, path: str | None, rounds: int, log, bound_too: bool 
             _, peak, out = timed([sys.executable, "-c", BOUND, path])
             bounds.append((float(out.strip()), peak))
             log(f"{name} round {i + 1}/{rounds}: the bound alone {bounds[-1][0]:.1f} s, peak {peak:.2f} GiB")
-        wall, peak, _ = timed(compare)
+        wall, peak, out = timed(compare + ["--json"], ok=(0, 1))  # 1: a verdict of DISAGREE, timed all the same
+        verdict = "AGREE" if json.loads(out)["agree"] else "DISAGREE"
         runs.append(wall)
         peaks.append(peak)
+        verdicts_seen.append(verdict)
         log(
             f"{name} round {i + 1}/{rounds}: import {imports[-1]:.1f} s, steps {steps[-1] if steps else 0:.1f} s, "
-            f"compare.py {wall:.1f} s, peak {peak:.2f} GiB"
+            f"compare.py {wall:.1f} s, peak {peak:.2f} GiB, {verdict}"
         )
     row = {"size": name, "import_s": statistics.median(imports), "compare_s": statistics.median(runs)}
     row["steps_s"] = statistics.median(steps) if steps else 0.0
     row["peak_gib"] = max(peaks)
+    row["verdicts"] = ", ".join(sorted(set(verdicts_seen)))
     if bounds:
         row["bound_s"], row["bound_peak_gib"] = statistics.median(b[0] for b in bounds), max(b[1] for b in bounds)
     row["ratio"] = row["compare_s"] / (row["import_s"] + row["steps_s"])
@@ -187,7 +192,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(
             f"{r['size']:8s} {r['import_s']:9.1f} {r['steps_s']:8.1f} {r['compare_s']:10.1f} {r['ratio']:6.2f} "
-            f"{r['peak_gib']:9.2f}  {verdicts(r)}"
+            f"{r['peak_gib']:9.2f}  {r['verdicts']}; {verdicts(r)}"
         )
         if "bound_s" in r:
             print(

@@ -77,8 +77,8 @@ DRAWS = 8
 GROUPS = 16
 # A run of the whole batch goes through the step this many elements of activations at a time
 # (rows times the sum of the layer widths): a float64 step keeps about three arrays of that size
-# per layer, so a chunk's step holds about 100 MB however big the batch (`in_chunks`).
-CHUNK_ELEMENTS = 2**22
+# per layer, so a chunk's step holds about 50 MB however big the batch (`in_chunks`).
+CHUNK_ELEMENTS = 2**21
 
 
 def measure(params, x, target, *, progress: Callable[[str], None] | None = None, **kw) -> dict:
@@ -159,11 +159,11 @@ def terms_around(
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
     say("bound: the unperturbed runs")
     batch = Batch(params, x, target, use_shortcut, gelu_form, norm, groups, intermediates)
-    kept = [(name, t.copy()) for name, t in zip(batch.names, batch.base) if name in batch.compared]
-    unperturbed = as_result([name for name, _ in kept], [t for _, t in kept])
+    kept = [(name, t) for name, t in zip(batch.names, batch.base) if name in batch.compared]
+    unperturbed = as_result([name for name, _ in kept], [t for _, t in kept])  # base's own arrays, left as they are
     propagated = propagated_rounding(batch, draws, say)
     summed = batch_rounding(batch)
-    own = [np.abs(t, out=t) if t.ndim else np.abs(t) for t in batch.base]  # in place: base is not needed again
+    own = [np.abs(t) for t in batch.base]  # new arrays, made now that the draws' are freed: base is the unperturbed run
     parts = {"own": own, "propagated": propagated, "batch": summed}
     return {name: as_result(batch.names, terms) for name, terms in parts.items()}, unperturbed
 

@@ -42,7 +42,9 @@ def relative_error(a, b, tol: float, eps: float) -> np.ndarray:
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     with np.errstate(invalid="ignore"):  # inf - inf: such elements are marked below
-        diff, scale = np.abs(a - b), np.maximum(np.abs(a), np.abs(b))
+        diff = np.abs(a - b)
+        scale = np.abs(a)
+        scale = np.maximum(scale, np.abs(b), out=scale if scale.ndim else None)
     finite = np.isfinite(a) & np.isfinite(b)
     size = scale[finite].max() if finite.any() else 0.0
     floor = NOISE_ULPS * eps * size / tol
@@ -64,8 +66,8 @@ def ratio(diff: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 # An allowance: (tensor name, a, b), both float64 arrays of one shape -> (used, rel, allowed), each
 # element's share of its allowance (> 1: they differ), its relative difference as a mismatch
-# reports it, and the allowance as a relative difference; or None where it does not compare that
-# tensor.
+# reports it, and the allowance as a relative difference (rel and allowed: arrays, or AtElement
+# where only single elements are read); or None where it does not compare that tensor.
 
 
 def fixed(dtype: str):
@@ -88,34 +90,57 @@ def measured(bound: dict, dtype: str, floor: float):
     def allowance(tname, a, b):
         if tname not in bounds:
             return None
+        bound_of = np.asarray(bounds[tname])
         with np.errstate(invalid="ignore", over="ignore"):
-            diff, scale = np.abs(a - b), np.maximum(np.abs(a), np.abs(b))
-            allowed_abs = np.broadcast_to(2 * u * np.asarray(bounds[tname]) + floor, diff.shape)
-            # A subnormal scale: the allowance, relative to it, is inf.
-            allowed = np.divide(allowed_abs, scale, out=np.full(diff.shape, np.inf), where=scale > 0)
-        return ratio(diff, allowed_abs), ratio(diff, scale), allowed
+            diff = np.abs(a - b)
+            used = ratio(diff, np.broadcast_to(2 * u * bound_of + floor, diff.shape))
+
+        # rel and allowed are read at one element only (a mismatch, the largest): worked out there,
+        # not as two more arrays of the tensor's size for every pair.
+        def scale_at(idx):
+            return np.maximum(np.abs(a[idx]), np.abs(b[idx]))
+
+        def rel_at(idx):
+            return float(ratio(np.asarray(diff[idx]), np.asarray(scale_at(idx))))
+
+        def allowed_at(idx):
+            allowed_abs, scale = 2 * u * np.broadcast_to(bound_of, diff.shape)[idx] + floor, scale_at(idx)
+            return float(allowed_abs / scale) if scale > 0 else np.inf  # a subnormal scale: inf
+
+        return used, AtElement(rel_at), AtElement(allowed_at)
 
     return allowance
+
+
+class AtElement:
+    """An allowance's rel or allowed where a comparison reads it at one element only: `f(index)`."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __getitem__(self, idx):
+        return self.f(idx)
 
 
 def elementwise(listed: dict, pairs: list, order: list, allowance):
     """The one comparison loop: every pair on every tensor of `order`, in that (backprop) order.
 
-    listed: {name: {tensor name: (layer, array)}}, each array taken to float64 as its pair is
-    compared (one tensor's copies alive at a time); pairs: [(a, b)], compared where both
+    listed: {name: {tensor name: (layer, array)}}, each array taken to float64 when its tensor's
+    turn comes (one tensor's copies alive at a time); pairs: [(a, b)], compared where both
     give the tensor and the allowance covers it. Yields (tensor name, layer, {(a, b): (used, rel,
-    allowed)}, first): first is None while every element so far agrees, then the first element
+    allowed)}, first, {name: its float64 array of the tensor}): first is None while every element so far agrees, then the first element
     over its allowance: tensor, layer, index, frameworks, values, rel_diff and allowed (the same
     ratio's allowance there).
     """
     first = None
     for tname in order:
         layer = next(entries[tname][0] for entries in listed.values() if tname in entries)
+        values = {name: np.asarray(entries[tname][1], np.float64) for name, entries in listed.items() if tname in entries}
         shares = {}
         for a, b in pairs:
             if tname not in listed[a] or tname not in listed[b]:
                 continue
-            va, vb = (np.asarray(listed[name][tname][1], np.float64) for name in (a, b))
+            va, vb = values[a], values[b]
             if va.shape != vb.shape:
                 raise ValueError(f"{tname}: {a} gives shape {va.shape}, {b} gives {vb.shape}")
             if (share := allowance(tname, va, vb)) is None:
@@ -132,7 +157,7 @@ def elementwise(listed: dict, pairs: list, order: list, allowance):
                     "rel_diff": float(rel[idx]),
                     "allowed": float(allowed[idx]),
                 }
-        yield tname, layer, shares, first
+        yield tname, layer, shares, first, values
 
 
 def listing(result: dict, intermediates: bool = True) -> dict:
@@ -172,7 +197,7 @@ def compare(results: dict[str, dict], dtype: str, bound: dict | None = None) -> 
     rule = fixed(dtype) if bound is None else measured(bound, dtype, underflow_floor(first_result, dtype))
     max_rel, layer_max, room, allowed_rel = {}, [0.0] * len(first_result["dW"]), {}, {}
     first = None
-    for tname, layer, shares, first in elementwise(listed, pairs, order, rule):
+    for tname, layer, shares, first, values in elementwise(listed, pairs, order, rule):
         if not shares and tname.endswith((".dy", ".dz")):
             continue  # a step no pair gives (with one framework, the tensors are listed at 0)
         if first is not None and first["tensor"] == tname:
@@ -182,13 +207,13 @@ def compare(results: dict[str, dict], dtype: str, bound: dict | None = None) -> 
         worst, worst_used = 0.0, 0.0
         for (a, b), (used, rel, _) in shares.items():
             if bound is not None:  # the description is the floored relative error under either rule
-                rel = relative_error(listed[a][tname][1], listed[b][tname][1], tol, eps)
+                rel = relative_error(values[a], values[b], tol, eps)
             if rel.size:
                 worst, worst_used = max(worst, float(rel.max())), max(worst_used, float(used.max()))
         max_rel[tname], room[tname] = worst, worst_used
         # At the first compared pair's values, under the last pair's allowance.
-        values = listed[next(iter(shares), (names[0],))[0]][tname][1]
-        allowed_rel[tname] = largest_element_allowance(values, list(shares.values())[-1][2] if shares else None)
+        shown = values[next(iter(shares), (names[0],))[0]]
+        allowed_rel[tname] = largest_element_allowance(shown, list(shares.values())[-1][2] if shares else None)
         if layer is not None and not tname.endswith((".dy", ".dz")):  # the layer's figure: its dW and db
             layer_max[layer] = max(layer_max[layer], worst)
     return {
@@ -210,7 +235,7 @@ def largest_element_allowance(values, allowed) -> float:
     if allowed is None or values.size == 0 or not np.isfinite(values).any():
         return 0.0
     idx = np.unravel_index(int(np.argmax(np.where(np.isfinite(values), values, -1.0))), values.shape)
-    return float(np.asarray(allowed)[idx])
+    return float(allowed[idx])
 
 
 def underflow_floor(result: dict, dtype: str) -> float:

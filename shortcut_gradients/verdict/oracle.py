@@ -56,7 +56,7 @@ def compare(results: dict[str, dict], oracle: dict, dtype: str, bound: dict | No
     first = None
     pairs = [(name, ORACLE) for name in results]
     # After the loop, `first` is the first mismatch of all.
-    for tname, _, shares, first in check.elementwise(listed, pairs, list(listed[ORACLE]), rule):  # noqa: B007
+    for tname, _, shares, first, _values in check.elementwise(listed, pairs, list(listed[ORACLE]), rule):  # noqa: B007
         if tname in FORWARD:
             continue
         size = np.abs(listed[ORACLE][tname][1])
