@@ -266,9 +266,9 @@ def stage(line: str) -> None:
 def sigterm_raises():
     """SIGTERM raises Terminated for the block (on the main thread; elsewhere signals cannot be handled),
     unless the process is a command that already ends on it (main_exit)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not (
-        signal.SIG_DFL
-    ):
+    from shortcut_gradients.plumbing import files
+
+    if threading.current_thread() is not threading.main_thread() or files.exits_on(signal.SIGTERM):
         yield
         return
     previous = signal.signal(signal.SIGTERM, terminate)

@@ -129,6 +129,9 @@ def test_the_time_estimate_grows_with_layers_rows_widths_frameworks_and_settings
     assert seconds((3, 3, 1), rows=10_000) > base
     assert seconds((3000, 3000, 1)) > base
     assert seconds((3, 3, 1), frameworks=1) < base and seconds((3, 3, 1), settings=1) < base
+    # pre-LN's bound is measured with the readable reference, several times fast.py's step
+    plain = resources.seconds_needed((128,) * 4, 4096, frameworks=3, settings=2)
+    assert resources.seconds_needed((128,) * 4, 4096, frameworks=3, settings=2, norm="pre") > 2 * (plain - 3)
 
 
 LONG = {

@@ -136,3 +136,18 @@ def test_a_signal_while_a_plug_in_loops_ends_the_run_and_its_worker():
     while running(loops) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert running(loops) == []
+
+
+def test_a_signal_the_process_was_started_ignoring_stays_ignored():
+    """A job started in the background by a script ignores Ctrl-C, and the command keeps it so."""
+    script = (
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell leaves it for `command &`\n"
+        "from shortcut_gradients.plumbing import files\n"
+        "files.exit_on_signals('prog')\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(0.3)\n"
+        "print('still here', files.exits_on(signal.SIGINT), files.exits_on(signal.SIGTERM))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"still here False True\n", b"")

@@ -37,8 +37,15 @@ def exit_on_signals(program: str) -> None:
         os.write(2, f"{program}: interrupted\n".encode())
         os._exit(128 + signum)
 
+    handler.exits_process = True  # what exits_on(signum) looks for
     for signum in SIGNALS:
-        signal.signal(signum, handler)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored (a background job's Ctrl-C) stays ignored
+            signal.signal(signum, handler)
+
+
+def exits_on(signum: int) -> bool:
+    """Whether exit_on_signals's handler is the one for `signum` now."""
+    return getattr(signal.getsignal(signum), "exits_process", False)
 
 
 def check_output_path(path, flag: str, suffix: str | None = None, *, inputs=()) -> None:

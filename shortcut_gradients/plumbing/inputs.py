@@ -92,7 +92,8 @@ def resolve(
     layer_sizes = layer_sizes or BOOK_LAYER_SIZES
     resources.check_memory(layer_sizes, n_rows, dtype, frameworks=asked, file_bytes=file_bytes)
     settings = len(SHORTCUT_SETTINGS[shortcut])
-    seconds = resources.seconds_needed(layer_sizes, n_rows, frameworks=len(asked), settings=settings) + extra_seconds
+    seconds = resources.seconds_needed(layer_sizes, n_rows, frameworks=len(asked), settings=settings, norm=norm)
+    seconds += extra_seconds
     resources.check_time(seconds, allow_long)
 
     narrow = [i for i, d in enumerate(layer_sizes[:-1]) if d < 3]
