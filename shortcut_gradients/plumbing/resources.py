@@ -4,6 +4,7 @@ A run that cannot fit is refused with one line saying what it would need and wha
 has, instead of ending in an allocator's traceback or the kernel's OOM killer.
 """
 
+import functools
 import itertools
 import os
 
@@ -208,16 +209,16 @@ def give_back_freed_memory() -> None:
 
     A run frees each stage's arrays, but glibc keeps freed pages of the heap for reuse, so the
     frameworks' steps would stay in the resident set through the bound's measurement after them."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes
-
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
+    if trim := malloc_trim():
+        trim(0)
 
 
-_malloc_trim = None  # glibc's malloc_trim once looked up, False where there is none
+@functools.cache
+def malloc_trim():
+    """glibc's malloc_trim, or None where the C library is not glibc."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None

@@ -189,11 +189,9 @@ class Batch:
         # they will be compared, for each is as large as the output, per layer.
         self.intermediates = intermediates
         self.kw |= {"intermediates": intermediates} if self.module is impl_numpy.fast else {}
-        d_in, d_out = x.shape[-1], params[-1][0].shape[0]
-        self.n = int(np.prod(x.shape[:-1], dtype=np.int64))
+        d_out = params[-1][0].shape[0]
+        self.n, self.rows_x, self.rows_t = as_rows(x, target, d_out)  # n; (n, d_in); (n, d_out)
         self.n_out = self.n * d_out
-        self.rows_x = x.reshape(self.n, d_in)  # (n, d_in)
-        self.rows_t = np.broadcast_to(target, x.shape[:-1] + (d_out,)).reshape(self.n, d_out)  # (n, d_out)
         self.rng = np.random.default_rng(0)  # fixed: the same inputs always get the same bound
         unperturbed = in_chunks(self.module, params, x, target, self.kw)
         listed = contract.tensors(unperturbed, intermediates)
@@ -211,15 +209,17 @@ class Batch:
 
     def run(self, params, x, target, noise=contextlib.nullcontext) -> list[np.ndarray]:
         """The batch's tensors, in_chunks; noise: entered around each chunk's step."""
-        result = in_chunks(self.module, params, x, target, self.kw, noise)
+        return self.listed(in_chunks(self.module, params, x, target, self.kw, noise))
+
+    def listed(self, result: dict) -> list[np.ndarray]:
+        """A result's tensors in contract.tensors order, float64 (dy and dz where measured)."""
         return [np.asarray(t, np.float64) for _, _, t in contract.tensors(result, self.intermediates)]
 
     def group(self, params, rows, target=None) -> list[np.ndarray]:
         """One group's tensors. Its gradients are of its own mean loss; len(rows)/n makes the
         loss, dW and db its share of the batch's (per-row tensors are left as they are)."""
         t = self.rows_t[rows] if target is None else target
-        result = self.module.loss_and_grads(params, self.rows_x[rows], t, **self.kw)
-        result = [np.asarray(a, np.float64) for _, _, a in contract.tensors(result, self.intermediates)]
+        result = self.listed(self.module.loss_and_grads(params, self.rows_x[rows], t, **self.kw))
         share = len(rows) / self.n
         return [a if k in self.per_row else a * share for k, a in enumerate(result)]
 
@@ -234,15 +234,11 @@ def in_chunks(module: ModuleType, params, x, target, kw: dict, noise=contextlib.
     to float64 rounding in the sums' order (about 1e-16 relative, against the 2^-30 moves the
     bound measures). With one chunk (every batch of up to CHUNK_ELEMENTS) it is the plain call.
     noise: a context manager factory entered around each chunk's call (activation_noise's)."""
-    d_in, d_out = x.shape[-1], params[-1][0].shape[0]
-    widths = d_in + sum(layer[0].shape[0] for layer in params)
-    n = int(np.prod(x.shape[:-1], dtype=np.int64))
-    step = max(1, CHUNK_ELEMENTS // widths)
+    n, rows_x, rows_t = as_rows(x, target, params[-1][0].shape[0])
+    step = max(1, CHUNK_ELEMENTS // (x.shape[-1] + sum(layer[0].shape[0] for layer in params)))
     if n <= step:
         with noise():
             return module.loss_and_grads(params, x, target, **kw)
-    rows_x = x.reshape(n, d_in)
-    rows_t = np.broadcast_to(target, x.shape[:-1] + (d_out,)).reshape(n, d_out)
     parts = []
     for start in range(0, n, step):
         rows = slice(start, min(start + step, n))
@@ -264,6 +260,13 @@ def in_chunks(module: ModuleType, params, x, target, kw: dict, noise=contextlib.
         else:
             whole[key] = sum(part[key] for part in parts)
     return whole
+
+
+def as_rows(x, target, d_out: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, x as n rows (n, d_in), target broadcast to the output and as rows (n, d_out)): the
+    batch's leading dimensions flattened."""
+    n = int(np.prod(x.shape[:-1], dtype=np.int64))
+    return n, x.reshape(n, x.shape[-1]), np.broadcast_to(target, x.shape[:-1] + (d_out,)).reshape(n, d_out)
 
 
 def scaled(value, share: float):
