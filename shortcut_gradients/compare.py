@@ -238,10 +238,9 @@ def drawn_input_shape(batch: str | None, input_shape: str | None) -> tuple[int, 
     if batch is not None and input_shape is not None:
         raise InputError("--batch and --input-shape both give the input's rows: use one of them")
     if batch is not None:
-        (rows,) = parse_ints(batch, "--batch", example="8") if "," not in batch else (0,)
-        if rows == 0:
+        if "," in batch:
             raise InputError(f"--batch takes one positive integer, the number of rows, such as 8; got {batch!r}")
-        return (rows,)
+        return parse_ints(batch, "--batch", example="8")
     if input_shape is not None:
         return parse_ints(input_shape, "--input-shape", example="2,4")
     return None

@@ -84,10 +84,9 @@ def gather(
 ) -> list[dict]:
     """Each shortcut setting's entry: every implementation in `fns` on data = (params, x, target)
     in `dtype`, gathered, then decided (verdict/decide.py). progress: None or a callable taking
-    one line as each stage starts; the bound's measurement gets it too where it takes one."""
+    one line as each stage starts; the bound's measurement gets it too."""
     compared = sum(name != ORACLE for name in fns)  # the finite differences are checked on their own terms
     tell = progress or (lambda line: None)
-    measure_kw = {"progress": progress} if progress else {}
     runs = []
     settings = SHORTCUT_SETTINGS[shortcut]
     for k, use_shortcut in enumerate(settings, 1):
@@ -102,7 +101,7 @@ def gather(
         tell(f"{setting}: measuring the rounding bound")
         # dy and dz are bounded only where a pair will compare them: each is as large as the output.
         steps = sum(all(key in r for key in contract.INTERMEDIATES) for name, r in results.items() if name != ORACLE)
-        measured, unperturbed = bound.measure_around(*own_copies(*data), **kw, intermediates=steps > 1, **measure_kw)
+        measured, unperturbed = bound.measure_around(*own_copies(*data), **kw, intermediates=steps > 1, progress=progress)
         means = {
             name: {
                 "loss": float(r["loss"]),
