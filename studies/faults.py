@@ -152,8 +152,9 @@ FAULTS = [
         "torch",
         "exact GELU (erf) in torch, tanh in the others",
         wrapped(impl_torch, exact_for_tanh),
-        # float32 without shortcut: the loss moves by less than the tolerance, the last layer's dW by more
-        {**LOSS_BOTH, ("float32", False): "layers.4.0.weight"},
+        # float32 without shortcut: the loss and the output move by a fifth of their allowance, the
+        # last layer's dW by about its allowance (0.66 of it with the bound's draws), the layer below's by 2x
+        {**LOSS_BOTH, ("float32", False): "layers.3.0.weight"},
     ),
     Fault(
         "gelu-missing",

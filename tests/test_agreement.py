@@ -95,8 +95,11 @@ def test_gelu_mixup_is_caught(rule, dtype, use_shortcut):
     exact = run_all("book", "exact", dtype, use_shortcut, ("numpy",))
     report = compare({**tanh, **exact}, dtype, bound("book", "tanh", use_shortcut) if rule == "bound" else None)
     assert not report["agree"]
-    # Named where backprop first meets it: the loss, the output or the last layer's weight.
-    assert report["first_mismatch"]["tensor"] in ("loss", "output", "layers.4.0.weight")
+    # Named where backprop first meets it: the loss, the output or the last layer's weight; on the
+    # plain network in float32 the last layer's dW moves by about its allowance (0.7 to 1.3 of it,
+    # as the bound's perturbed runs fall) and the layer below's by twice it.
+    near_the_top = ("loss", "output", "layers.4.0.weight", "layers.4.0.bias", "layers.3.0.weight")
+    assert report["first_mismatch"]["tensor"] in near_the_top
 
 
 @pytest.mark.parametrize("use_shortcut", [False, True], ids=["plain", "shortcut"])

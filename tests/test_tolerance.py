@@ -166,6 +166,18 @@ def test_a_vanished_gradient_still_gets_a_rounding_bound():
     assert report["agree"], report["first_mismatch"]
 
 
+def test_the_perturbed_runs_are_float32_only_where_every_tensor_is_in_its_reach():
+    """The book's network is measured with float32 perturbed runs; the 300-layer chain whose
+    gradient has vanished to 1e-283 (far out of float32's range, where its moves would be 0) with
+    float64 ones, as are weights past 2^40."""
+    book = seeded_params(BOOK, 123), default_input(BOOK[0]), default_target(BOOK[-1])
+    chain = seeded_params((1,) * 301, 123), default_input(1), default_target(BOOK_LAYER_SIZES[-1])
+    huge = [(W * 2.0**41, b) for W, b in book[0]], book[1], book[2]
+    for (params, x, target), dtype in ((book, "float32"), (chain, "float64"), (huge, "float64")):
+        batch = bounds.Batch(params, x, target, False, "tanh", "none", bounds.GROUPS, False)
+        assert batch.dtype == dtype and batch.perturbation == bounds.PERTURBATION[dtype]
+
+
 def small_weights(tmp_path, scale=1e-2):
     """The book's weights times `scale`, as a weights file: at 1e-2 every pre-activation stays near
     0, where the two GELU forms differ by less than float32 can resolve (float64 can); at 1e-6
@@ -258,10 +270,11 @@ def test_the_gelus_own_error_in_its_tail_is_in_the_bound(monkeypatch):
 
 def test_the_fast_step_measures_the_bound_the_reference_would(monkeypatch):
     """Must pass: measured with impl_numpy.fast (the book's network) or with the reference
-    impl_numpy.model, the bound is the same to float64 rounding: the runs draw the same numbers in
-    the same order and the two steps differ by a few ulps, ~1e-7 of a 2^-30 move (measured: at
-    most 2e-7 relative). 1e-5 passes that and catches a perturbed GELU left out of either step
-    (its share of an element's bound is far above 1e-5 in this tail) or draws taken out of order."""
+    impl_numpy.model, the bound is the same to the perturbed runs' rounding: the runs draw the same
+    numbers in the same order and the two float32 steps differ by a few ulps, 2^-24 each against
+    a 2^-12 move (measured: at most 1.7e-4 relative). 1e-3 passes that and catches a perturbed
+    GELU left out of either step (the bound then moves by 1.5 to 36 relative here) or draws taken
+    out of order."""
     import impl_numpy.fast
     import impl_numpy.model
 
@@ -275,7 +288,7 @@ def test_the_fast_step_measures_the_bound_the_reference_would(monkeypatch):
             patched.setattr(bounds, "measuring", lambda norm: impl_numpy.model)
             reference_bound = bounds.measure(params, x, target, **kw)
         for (name, _, want), (_, _, have) in zip(contract.tensors(reference_bound), contract.tensors(fast_bound)):
-            np.testing.assert_allclose(have, want, rtol=1e-5, err_msg=name)
+            np.testing.assert_allclose(have, want, rtol=1e-3, err_msg=name)
 
 
 @pytest.mark.parametrize("module_name", ["impl_numpy.model", "impl_numpy.fast"])
@@ -323,8 +336,9 @@ def test_measure_reports_its_stages_and_the_same_bound():
 
 def test_dy_and_dz_are_measured_only_where_a_pair_compares_them_and_the_rest_is_unchanged():
     """Without dy and dz (each as large as the output, per layer) the bound of every other tensor
-    is the same to the bit, and the measurement's own unperturbed run gives the GELU forms'
-    resolution the same figures as running it again."""
+    is the same to the bit, and the measurement's own unperturbed run (put together from its
+    groups of rows) gives the GELU forms' resolution the same figures as running the batch again,
+    to float64 rounding in the sums' order (measured: 4e-13 relative)."""
     rng = np.random.default_rng(5)
     params = seeded_params((8, 16, 16, 4), 2)
     x, target = rng.normal(size=(4, 6, 8)), rng.normal(size=(4, 6, 4))
@@ -336,7 +350,8 @@ def test_dy_and_dz_are_measured_only_where_a_pair_compares_them_and_the_rest_is_
         assert name == other
         np.testing.assert_array_equal(a, b, err_msg=name)
     again = bounds.gelu_form_resolution(params, x, target, without, "float32", **kw)
-    assert bounds.gelu_form_resolution(params, x, target, without, "float32", own=unperturbed, **kw) == again
+    reused = bounds.gelu_form_resolution(params, x, target, without, "float32", own=unperturbed, **kw)
+    assert reused.pop("share") == pytest.approx(again.pop("share"), rel=1e-9) and reused == again
 
 
 def test_a_wrong_step_is_still_named_at_its_dz_when_two_implementations_return_them():
@@ -368,9 +383,10 @@ def test_the_perturbed_gelu_refuses_a_step_it_does_not_know():
 
 def test_a_batch_measured_in_chunks_of_rows_has_the_same_bound(monkeypatch):
     """Must pass: the whole batch's runs made a few rows at a time (so that a big batch's step stays
-    small) give the bound of the batch run at once, to float64 rounding of the chunks' sums: the
-    shared runs' GELU draws are the same rows of r for every chunk, drawn in the same order.
-    Measured: at most 6e-8 relative; 1e-6 catches a chunk's share left unscaled or its draws redrawn."""
+    small) give the bound of the batch run at once, to the float32 runs' rounding of the chunks'
+    sums (2^-24 against 2^-12 moves): the shared runs' GELU draws are the same rows of r for every
+    chunk, drawn in the same order. Measured: at most 9e-5 relative; 1e-3 catches a chunk's share
+    left unscaled (18 chunks) or its draws redrawn (moves the bound by tens of percent)."""
     rng = np.random.default_rng(7)
     params = seeded_params((8, 24, 24, 5), 4)
     x, target = rng.normal(size=(7, 40, 8)), rng.normal(size=(7, 40, 5))
@@ -380,6 +396,41 @@ def test_a_batch_measured_in_chunks_of_rows_has_the_same_bound(monkeypatch):
             patched.setattr(bounds, "CHUNK_ELEMENTS", 1000)  # 16 rows of 61 elements: 18 chunks
             chunked, chunked_run = bounds.measure_around(params, x, target, **kw)
         for (name, _, want), (_, _, have) in zip(contract.tensors(whole), contract.tensors(chunked)):
-            np.testing.assert_allclose(have, want, rtol=1e-6, err_msg=name)
+            np.testing.assert_allclose(have, want, rtol=1e-3, err_msg=name)
         for (name, _, want), (_, _, have) in zip(contract.tensors(whole_run), contract.tensors(chunked_run)):
             np.testing.assert_allclose(have, want, rtol=1e-12, err_msg=name)
+
+
+def test_a_big_batch_resolves_the_gelu_forms_from_its_first_rows_as_the_whole_batch_would(monkeypatch):
+    """Must pass: past RESOLUTION_ROWS rows the resolution first runs the other form on those rows
+    alone; where they resolve, so does the whole batch (its shares are at least theirs), and where
+    they do not (weights a hundred times smaller: every pre-activation near 0, where the forms
+    differ by less than float32 resolves), the whole batch decides, as before."""
+    monkeypatch.setattr(bounds, "RESOLUTION_ROWS", 16)
+    rng = np.random.default_rng(11)
+    kw = {"use_shortcut": True, "gelu_form": "tanh"}
+    for weight_scale, resolved in ((1.0, True), (0.01, False)):
+        params = [(W * weight_scale, b * weight_scale) for W, b in seeded_params((8, 16, 16, 4), 3)]
+        x, target = rng.normal(size=(4, 20, 8)), rng.normal(size=(4, 20, 4))
+        measured, unperturbed = bounds.measure_around(params, x, target, intermediates=False, **kw)
+        whole = bounds.gelu_form_resolution(params, x, target, measured, "float32", **kw)
+        sampled = bounds.gelu_form_resolution(params, x, target, measured, "float32", own=unperturbed, **kw)
+        assert whole["resolved"] == sampled["resolved"] == resolved
+        if resolved:  # from the first rows: at most the whole batch's share, and past 1
+            assert 1 < sampled["share"] <= whole["share"] * (1 + 1e-9) and sampled["tensor"] in ("output", "input")
+        else:  # the first rows could not tell: the whole batch's figures
+            assert sampled["share"] == pytest.approx(whole["share"], rel=1e-9) and sampled["tensor"] == whole["tensor"]
+
+
+def test_the_grouped_runs_move_the_input_gradient_as_the_batch_would():
+    """Must pass: a group's gradients are of its own mean loss, n/m times the batch's, so its
+    per-row input gradients are scaled to their share as its dW and db are. Unscaled, the grouped
+    runs' moves of dx were 16 times the shared runs' (16 groups), and dx's bound about 11 times what
+    one group of all the rows gives; scaled, the two agree to the draws' sampling (within 10% here)."""
+    rng = np.random.default_rng(13)
+    params = seeded_params((8, 16, 16, 4), 6)
+    x, target = rng.normal(size=(512, 8)), rng.normal(size=(512, 4))
+    kw = {"use_shortcut": True, "gelu_form": "tanh", "intermediates": False}
+    one_group = bounds.root_mean_square(bounds.error_terms(params, x, target, groups=1, **kw)["propagated"]["dx"])
+    sixteen = bounds.root_mean_square(bounds.error_terms(params, x, target, groups=16, **kw)["propagated"]["dx"])
+    assert sixteen == pytest.approx(one_group, rel=0.1)

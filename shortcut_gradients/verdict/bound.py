@@ -1,4 +1,4 @@
-"""Each element's rounding-error bound, measured in float64 with the NumPy implementation.
+"""Each element's rounding-error bound, measured with the NumPy implementation.
 
 Two implementations of the same network differ only by rounding, and rounding has a size that
 floating-point error analysis predicts from how an element was computed: the precision, the
@@ -8,14 +8,16 @@ shortcut_gradients.verdict.check allows two implementations to differ by 2 u tim
 off by the bound, in opposite directions). docs/tolerances.md derives each term, gives the figures
 behind each constant and shows, measured, that the bound holds at size.
 
-Nothing here computes the network: every figure comes from float64 calls of the NumPy
-implementation's loss_and_grads, on the run's inputs, on perturbed copies of them and on groups of
-the batch's rows. It is always that implementation, whatever is compared: impl_numpy.fast, its
-step written for speed, for the book's network, and the reference impl_numpy.model for pre-LN,
-which fast.py does not run (`measuring`). Its GELU is the one the measurement patches
-(activation_noise). The measured figures are the same to float64 rounding whichever of the two
-measures: a move of 2^-30 relative against the two steps' few-ulp difference, about 1e-7 of the
-move. Per element e, in units of u:
+Nothing here computes the network: every figure comes from calls of the NumPy implementation's
+loss_and_grads, on the run's inputs (float64), on perturbed copies of them and on groups of the
+batch's rows. It is always that implementation, whatever is compared: impl_numpy.fast, its step
+written for speed, for the book's network, and the reference impl_numpy.model for pre-LN, which
+fast.py does not run (`measuring`). Its GELU is the one the measurement patches
+(activation_noise). The perturbed runs are float32 with a 2^-12 nudge wherever every tensor is
+in float32's reach (FLOAT32_REACH), else float64 with a 2^-30 one: either way the run's own
+rounding is 2^-12 of the move or less, and the bound is the same to a few parts in 1e4 whichever
+dtype or NumPy step measures it (both measured against float64 runs on the same draws: at most
+5e-3 and 1.7e-4 relative). Per element e, in units of u:
 
     bound(e) = |e|              the element's own final rounding
              + propagated(e)    every rounding behind it, through the layers: perturbed runs
@@ -29,7 +31,9 @@ of operands perturbed by at most u per rounding along the sum, so runs that nudg
 weights by as many roundings as its sums make (and the target by the last layer's) move each
 element as its roundings would, however deep the network. Half the runs nudge the whole batch
 alike, as identical rows round alike; the others give random groups of rows each their own nudge,
-as distinct rows round independently. The GELU is not backward stable in its negative tail (1 +
+as distinct rows round independently (each group's gradients scaled to its share of the
+batch's, input gradients included). The random numbers r behind the nudges are uniform, of mean
+square 1: a root-mean-square move depends on nothing else of their distribution. The GELU is not backward stable in its negative tail (1 +
 tanh or 1 + erf cancels), so the runs also perturb the GELU itself by the error its special
 function may leave (activation_noise): no nudge to the weights reproduces that.
 
@@ -52,9 +56,18 @@ import impl_numpy.fast
 import impl_numpy.model
 from shortcut_gradients.verdict import check, contract
 
-# The relative nudge that measures derivatives: small enough that every element moves
-# linearly, large enough that float64 rounding of the terms is far below the move it measures.
-PERTURBATION = 2.0**-30
+# The relative nudge that measures derivatives, per dtype of the perturbed runs: small enough
+# that every element moves linearly (2^-12 a_i is under 2% for layers up to 4096 wide), large
+# enough that the run's own rounding, u times the very bound being measured, is 2^-12 of the move
+# (float32's u = 2^-24) or less (float64's: 2^-23 of a 2^-30 move).
+PERTURBATION = {"float32": 2.0**-12, "float64": 2.0**-30}
+# Past this, up or down, a tensor is out of reach of float32 runs (its moves and the squares in
+# the GELU would leave float32's range, whose normal numbers span 2^-126 to 2^128): they run in
+# float64 (a network of 300 layers whose gradient has vanished to 1e-283).
+FLOAT32_REACH = 2.0**40
+# The GELU forms' resolution tries this many of a batch's rows first: wherever float32 can tell
+# the forms apart at all, their output already does, and the other form need not run the batch.
+RESOLUTION_ROWS = 256
 # Roundings per activation outside the two dot products, each up to u: the tanh GELU's forward,
 # its derivative, the product with the incoming gradient and the shortcut's addition each way.
 ELEMENTWISE = 20
@@ -193,35 +206,66 @@ class Batch:
         self.n, self.rows_x, self.rows_t = as_rows(x, target, d_out)  # n; (n, d_in); (n, d_out)
         self.n_out = self.n * d_out
         self.rng = np.random.default_rng(0)  # fixed: the same inputs always get the same bound
-        unperturbed = in_chunks(self.module, params, x, target, self.kw)
-        listed = contract.tensors(unperturbed, intermediates)
-        self.names = [name for name, _, _ in listed]
+        self.split = np.array_split(self.rng.permutation(self.n), min(groups, self.n)) if self.n > 1 else []
+        # The unperturbed float64 run, once: each group of rows on its own, the batch's tensors put
+        # together from their shares (`whole`); with one row, the batch itself.
+        if self.split:
+            results = [in_chunks(self.module, params, self.rows_x[rows], self.rows_t[rows], self.kw) for rows in self.split]
+        else:
+            results = [in_chunks(self.module, params, x, target, self.kw)]
+        self.names = [name for name, _, _ in contract.tensors(results[0], intermediates)]
         # What every implementation returns: the tensors the GELU forms' resolution compares.
         self.compared = [name for name in self.names if not name.endswith((".dy", ".dz"))]
-        self.base = [np.asarray(t, np.float64) for _, _, t in listed]
-        self.scales = [scale_of(t) for t in self.base]
         # Per-row tensors have a row per input row; the others (loss, dW, db) sum over the rows.
         per_row = ("output", "input")
         self.per_row = [k for k, name in enumerate(self.names) if name in per_row or name.endswith((".dy", ".dz"))]
+        if self.split:
+            self.shares = [self.share(self.listed(result), len(rows)) for result, rows in zip(results, self.split)]
+            self.base = self.whole(self.shares)
+        else:
+            self.shares, self.base = [], self.listed(results[0])
+        del results
+        self.scales = [scale_of(t) for t in self.base]
         self.residual = self.base[1].reshape(self.n, d_out) - self.rows_t  # (n, d_out): output - target
-        self.split = np.array_split(self.rng.permutation(self.n), min(groups, self.n)) if self.n > 1 else []
-        self.shares = [self.group(params, rows) for rows in self.split]
+        # The perturbed runs: float32, the frameworks' own precision at a quarter of float64's
+        # matrix-product cost, where every tensor is in its reach; else float64.
+        reach = [scale_of(a) for layer in params for a in layer] + self.scales
+        self.dtype = "float32" if all(1 / FLOAT32_REACH <= s <= FLOAT32_REACH for s in reach) else "float64"
+        self.perturbation = PERTURBATION[self.dtype]
 
     def run(self, params, x, target, noise=contextlib.nullcontext) -> list[np.ndarray]:
-        """The batch's tensors, in_chunks; noise: entered around each chunk's step."""
-        return self.listed(in_chunks(self.module, params, x, target, self.kw, noise))
+        """The batch's tensors from a perturbed run in self.dtype, in_chunks; noise: entered around each chunk's step."""
+        return self.listed(in_chunks(self.module, params, x, target, self.kw | {"dtype": self.dtype}, noise))
 
     def listed(self, result: dict) -> list[np.ndarray]:
-        """A result's tensors in contract.tensors order, float64 (dy and dz where measured)."""
-        return [np.asarray(t, np.float64) for _, _, t in contract.tensors(result, self.intermediates)]
+        """A result's tensors in contract.tensors order, in the run's dtype (dy and dz where measured)."""
+        return [np.asarray(t) for _, _, t in contract.tensors(result, self.intermediates)]
 
-    def group(self, params, rows, target=None) -> list[np.ndarray]:
-        """One group's tensors. Its gradients are of its own mean loss; len(rows)/n makes the
-        loss, dW and db its share of the batch's (per-row tensors are left as they are)."""
-        t = self.rows_t[rows] if target is None else target
-        result = self.listed(self.module.loss_and_grads(params, self.rows_x[rows], t, **self.kw))
-        share = len(rows) / self.n
-        return [a if k in self.per_row else a * share for k, a in enumerate(result)]
+    def share(self, tensors: list[np.ndarray], rows: int) -> list[np.ndarray]:
+        """A group's tensors as its share of the batch's: its gradients are of its own mean loss,
+        rows/n of the batch's, so every tensor but the output is scaled by rows/n."""
+        share = rows / self.n
+        return [t if name == "output" else t * share for name, t in zip(self.names, tensors)]
+
+    def whole(self, shares: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """The batch's tensors from its groups' shares: per-row tensors' rows in their places, the sums added."""
+        tensors = []
+        for k in range(len(self.names)):
+            if k in self.per_row:
+                d = shares[0][k].shape[-1]
+                t = np.empty((self.n, d))
+                for rows, share in zip(self.split, shares):
+                    t[rows] = share[k].reshape(len(rows), d)
+                tensors.append(t.reshape(self.x.shape[:-1] + (d,)))
+            else:
+                tensors.append(np.asarray(sum(share[k] for share in shares)))
+        return tensors
+
+    def group(self, params, rows, target) -> list[np.ndarray]:
+        """One group's tensors from a perturbed run in self.dtype, as its share of the batch's
+        (`share`). In one call, not in_chunks: its GELU draws one number per element, in order."""
+        kw = self.kw | {"dtype": self.dtype}
+        return self.share(self.listed(self.module.loss_and_grads(params, self.rows_x[rows], target, **kw)), len(rows))
 
 
 def in_chunks(module: ModuleType, params, x, target, kw: dict, noise=contextlib.nullcontext) -> dict:
@@ -283,9 +327,13 @@ def nudged(batch: Batch, rows=None):
     to, moves by ELEMENTWISE roundings: the last layer's backward steps have no layer above
     whose weights stand in for them, as every other layer's have."""
 
-    def nudge(a, scale):  # a (1 + PERTURBATION scale r), built in the draw's own array
-        moved = batch.rng.standard_normal(a.shape)
-        moved *= PERTURBATION * scale
+    def draw(shape, scale):  # P scale r, in the runs' dtype (P: batch.perturbation)
+        r = unit_draws(batch.rng, shape, batch.dtype)
+        r *= batch.perturbation * scale
+        return r
+
+    def nudge(a, scale):  # a (1 + P scale r), built in the draw's own array
+        moved = draw(a.shape, scale)
         moved += 1
         moved *= a
         return moved
@@ -297,8 +345,18 @@ def nudged(batch: Batch, rows=None):
         params.append((nudge(W, a), nudge(b, a), *(nudge(p, layer_norm_amplitude(d_in)) for p in norm_params)))
     picked = slice(None) if rows is None else rows
     residual = batch.residual[picked]  # (rows, d_out): output - target
-    target = batch.rows_t[picked] - (nudge(residual, np.sqrt(ELEMENTWISE)) - residual)  # (rows, d_out)
+    target = batch.rows_t[picked] - draw(residual.shape, np.sqrt(ELEMENTWISE)) * residual  # (rows, d_out)
     return params, target if rows is not None else target.reshape(batch.base[1].shape)
+
+
+def unit_draws(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    """The perturbed runs' r: random numbers of mean 0 and mean square 1, uniform on [-sqrt(3), sqrt(3)],
+    in `dtype`. The root-mean-square moves the bound takes depend on r only through its mean
+    square, and uniform numbers cost a fifth of normal ones."""
+    r = rng.random(shape, dtype=np.dtype(dtype))
+    r -= 0.5
+    r *= 2 * math.sqrt(3)
+    return r
 
 
 def layer_norm_amplitude(d: int) -> float:
@@ -311,11 +369,15 @@ def layer_norm_amplitude(d: int) -> float:
 
 @contextlib.contextmanager
 def activation_noise(
-    rng: np.random.Generator, shared: bool, module: ModuleType = impl_numpy.model, memo: dict | None = None
+    rng: np.random.Generator,
+    shared: bool,
+    module: ModuleType = impl_numpy.model,
+    memo: dict | None = None,
+    perturbation: float = PERTURBATION["float64"],
 ):
     """Within it, the GELU of `module`, the NumPy implementation that measures (impl_numpy.model or
     impl_numpy.fast, whose loss_and_grads call their GELU functions by name), is replaced on the
-    module by one whose value and slope each get PERTURBATION times a draw of the error their
+    module by one whose value and slope each get `perturbation` times a draw of the error their
     special function leaves, t = tanh(u(z)) or erf(z / sqrt(2)) off by up to e u |t|
     (e = SPECIAL_FUNCTION_ERROR), carried through the formula, in u:
 
@@ -329,35 +391,34 @@ def activation_noise(
     `shared` (identical rows round alike), else one per element, and 0 past |z| = SATURATED. On
     leaving, the module's own functions are back. memo: for a shared run made in chunks of rows
     (in_chunks), one dict for all its chunks, each entering anew: the first chunk draws each GELU
-    call's row of r, in the order the whole batch would, and the others take the same rows."""
+    call's row of r, in the order the whole batch would, and the others take the same rows.
+    perturbation: the runs' PERTURBATION, by their dtype; r is drawn in z's dtype."""
     memo = {} if memo is None else memo
     calls = {"value": 0, "slope": 0}  # this entry's calls so far: which of memo's draws is next
 
     # Each line below writes into an array it made (out=, *=): the runs are as large as the
     # batch, and every fresh array of that size costs its page faults again.
-    def draw(z, near, kind):  # e r, (...,) like z; 0 where t saturates, near = min(|z|, SATURATED)
+    def draw(z, near, kind):  # r, (...,) like z; 0 where t saturates, near = min(|z|, SATURATED)
+        in_reach = np.less(near, SATURATED)  # NaN counts as saturated
         if shared:
             key = (kind, calls[kind])
             calls[kind] += 1
-            r = memo[key] if key in memo else memo.setdefault(key, rng.standard_normal(z.shape[-1:]))
-        else:
-            r = rng.standard_normal(z.shape)
-        er = np.empty_like(z) if shared else r
-        np.multiply(r, SPECIAL_FUNCTION_ERROR, out=er)  # shared: the one row of draws, on every row
-        saturated = np.less(near, SATURATED)
-        np.copyto(er, 0.0, where=np.logical_not(saturated, out=saturated))  # NaN counts as saturated
-        return er
+            r = memo[key] if key in memo else memo.setdefault(key, unit_draws(rng, z.shape[-1:], z.dtype))
+            return np.multiply(in_reach, r)  # the one row of draws, on every row
+        r = unit_draws(rng, z.shape, z.dtype)
+        r *= in_reach
+        return r
 
     def value_noise(z, t):  # the value's, (...,) like z
         noise = np.abs(z)
-        er = draw(z, noise, "value")
-        noise *= PERTURBATION * 0.5
+        r = draw(z, noise, "value")
+        noise *= perturbation * 0.5 * SPECIAL_FUNCTION_ERROR
         noise *= t
-        return np.multiply(noise, er, out=noise)
+        return np.multiply(noise, r, out=noise)
 
     def slope_noise(dout, z, t, form):  # the slope's times |dout|, (...,) like z
-        near = np.minimum(np.abs(z), SATURATED)  # (...,): past it er is 0, and near^3 stays in range
-        er = draw(z, near, "slope")
+        near = np.minimum(np.abs(z), SATURATED)  # (...,): past it r is 0, and near^3 stays in range
+        r = draw(z, near, "slope")
         if form == "tanh":  # 0.5 t + near t^2 k (1 + 3 c near^2)
             slope = np.multiply(near, near)
             slope *= 3 * TANH_C
@@ -370,8 +431,8 @@ def activation_noise(
         else:
             slope = np.multiply(t, 0.5)
         slope *= np.abs(dout, out=near)  # near is not needed again
-        slope *= PERTURBATION
-        return np.multiply(slope, er, out=slope)
+        slope *= perturbation * SPECIAL_FUNCTION_ERROR
+        return np.multiply(slope, r, out=slope)
 
     if module is impl_numpy.model:  # gelu(z, form) -> g; gelu_backward(dout, z, form) -> dz
         names = ("gelu", "gelu_backward")
@@ -392,13 +453,18 @@ def activation_noise(
         names = ("gelu_forward", "gelu_backward")
         gelu, gelu_backward = module.gelu_forward, module.gelu_backward
 
+        def t_of(phi):  # |t| = |2 Phi - 1|
+            t = np.multiply(phi, 2)
+            t -= 1
+            return np.abs(t, out=t)
+
         def noisy_gelu(z, b, x, form):
             phi, y = gelu(z, b, x, form)  # z is now z + b
-            y += value_noise(z, np.abs(2 * phi - 1))  # y = (x +) g: the noise joins g
+            y += value_noise(z, t_of(phi))  # y = (x +) g: the noise joins g
             return phi, y
 
         def noisy_gelu_backward(dy, z, phi, scratch, form):
-            noise = slope_noise(dy, z, np.abs(2 * phi - 1), form)  # before z's buffer takes dz
+            noise = slope_noise(dy, z, t_of(phi), form)  # before z's buffer takes dz
             dz = gelu_backward(dy, z, phi, scratch, form)
             dz += noise
             return dz
@@ -416,7 +482,7 @@ def activation_noise(
 
 
 def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = lambda text: None) -> list[np.ndarray]:
-    """TAIL times each element's measured rounding spread (module docstring), per unit PERTURBATION.
+    """TAIL times each element's measured rounding spread (module docstring), per unit perturbation.
 
     Shared runs: the whole batch under one nudge. Grouped runs (more than one row): each group
     under its own nudge. A per-row element (output, dx) takes the root-mean-square of its moves
@@ -428,16 +494,17 @@ def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = l
     shared = [np.zeros(t.shape) for t in base]  # sums of squared moves, in units of the tensor's scale
     independent = {k: np.zeros(t.shape) for k, t in enumerate(base) if k not in per_row}
 
-    def squared_move(t1, t0, s):  # ((t1 - t0) / s / PERTURBATION)^2, in the one new array
+    def squared_move(t1, t0, s):  # ((t1 - t0) / s / perturbation)^2, in the one new array
         move = np.asarray(t1 - t0)  # an array even for the loss: the lines below work in it
-        move /= s  # s first: PERTURBATION * s may underflow
-        move /= PERTURBATION
+        move /= s  # s first: perturbation * s may underflow
+        move /= batch.perturbation
         return np.multiply(move, move, out=move)
 
     for draw in range(draws - grouped):
         say(f"bound: draw {draw + 1} of {draws}")
         params, target = nudged(batch)
-        noise = functools.partial(activation_noise, batch.rng, True, batch.module, {})  # {}: every chunk's draws
+        # {}: every chunk's draws
+        noise = functools.partial(activation_noise, batch.rng, True, batch.module, {}, batch.perturbation)
         moved = batch.run(params, batch.x, target, noise)
         for m, t0, s in zip(shared, base, batch.scales):
             m += squared_move(moved.pop(0), t0, s)  # popped: each run's tensor is freed once added in
@@ -445,7 +512,7 @@ def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = l
         say(f"bound: draw {draw + 1} of {draws}")
         for rows, share in zip(batch.split, batch.shares):
             params, target = nudged(batch, rows)
-            with activation_noise(batch.rng, shared=False, module=batch.module):
+            with activation_noise(batch.rng, False, batch.module, perturbation=batch.perturbation):
                 moved = batch.group(params, rows, target)
             for k, (t0, t1) in enumerate(zip(share, moved)):
                 if k in per_row:  # the group's rows, in their places among all the rows
@@ -545,11 +612,16 @@ def gelu_form_resolution(params, x, target, bound: dict, dtype: str, own: dict |
     the difference between the forms (deep float32 networks whose gradient has vanished, big
     batches), a run agrees whichever form an implementation computes, and the report says so.
     Only the tensors every implementation returns count: not the optional dy and dz. own: the
-    float64 result in the run's own form, where the measurement has it (measure_around), else run here."""
+    float64 result in the run's own form, where the measurement has it (measure_around), else run
+    here; with it, a batch of more than RESOLUTION_ROWS rows is first tried on those rows
+    (`sampled_resolution`), and where they resolve, share and tensor are theirs."""
     other = {"tanh": "exact", "exact": "tanh"}[kw["gelu_form"]]
     params = [tuple(np.asarray(a, np.float64) for a in layer) for layer in params]
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
     module, runs = measuring(kw.get("norm", "none")), {}
+    sampled = sampled_resolution(module, params, x, target, bound, dtype, own, other, kw) if own is not None else None
+    if sampled is not None and sampled["resolved"]:
+        return sampled
     for form in (kw["gelu_form"], other):
         if form == kw["gelu_form"] and own is not None:
             result = own
@@ -559,3 +631,28 @@ def gelu_form_resolution(params, x, target, bound: dict, dtype: str, own: dict |
     report = check.compare(runs, dtype, bound)
     tensor, share = max(report["room"].items(), key=lambda item: item[1])
     return {"other_form": other, "share": float(share), "tensor": tensor, "resolved": bool(share > 1)}
+
+
+def sampled_resolution(module, params, x, target, bound: dict, dtype: str, own: dict, other: str, kw: dict) -> dict | None:
+    """gelu_form_resolution's answer from the batch's first RESOLUTION_ROWS rows alone, or None
+    for a batch no bigger. The other form's run of those rows gives their output and input
+    gradient exactly as the whole batch's run would (the rows' input gradients are of their own
+    mean loss: times rows/n), each element's move a share of the allowance `bound` gives it
+    there. Shares of a sample are at most the batch's: where one passes 1, the batch resolves."""
+    n, rows_x, rows_t = as_rows(x, target, params[-1][0].shape[0])
+    m = RESOLUTION_ROWS
+    if n <= m:
+        return None
+    theirs = module.loss_and_grads(params, rows_x[:m], rows_t[:m], **{**kw, "gelu_form": other, "dtype": "float64"})
+
+    def first_rows(t):  # a per-row tensor's first m rows, (m, d)
+        return np.asarray(t).reshape(n, -1)[:m]
+
+    sample = {**bound, "output": first_rows(bound["output"]), "dx": first_rows(bound["dx"])}
+    allowance = check.measured(sample, dtype, check.underflow_floor(own, dtype))
+    shares = {
+        "output": allowance("output", first_rows(own["output"]), theirs["output"].reshape(m, -1)),
+        "input": allowance("input", first_rows(own["dx"]), theirs["dx"].reshape(m, -1) * (m / n)),
+    }
+    tensor, share = max(((t, float(used.max())) for t, (used, _, _) in shares.items()), key=lambda item: item[1])
+    return {"other_form": other, "share": share, "tensor": tensor, "resolved": bool(share > 1)}
