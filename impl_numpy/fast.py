@@ -10,7 +10,8 @@ CUDA kernels. What it trades against the reference, each trick said where it is 
   tanh or erf, and the backward writes dz and dx into cached arrays it has finished with.
 - The exact GELU's erf is SciPy's ufunc where SciPy is installed (it comes with JAX), within
   2 ulps of the C library's erf that model.py calls element by element, and 9 times faster;
-  without SciPy it is model.py's.
+  without SciPy it is model.py's. For arrays under SCIPY_ERF_FROM elements it is model.py's
+  too: importing scipy.special costs more than their erf.
 - The backward pops the cache: each layer's arrays are freed as soon as its gradients are
   done, as autograd frees its graph, so the peak is not every activation plus every gradient
   (unless `intermediates=True` asks for each layer's dy and dz, which live in those arrays).
@@ -22,14 +23,32 @@ It is the book's network only: norm "pre" (a LayerNorm in every layer) is model.
 and is refused here with a ValueError rather than run without its norms.
 """
 
+import functools
+
 import numpy as np
 
 from . import model  # the constants, named once there
 
-try:
-    from scipy.special import erf as _erf  # a ufunc: one pass over the array, in double
-except ImportError:  # NumPy alone: the reference's C erf, element by element
-    _erf = model._erf
+# Below this many elements the C erf, element by element, costs less than importing SciPy.
+SCIPY_ERF_FROM = 2**16
+
+
+def _erf(v: np.ndarray) -> np.ndarray:
+    """erf(v) in double: SciPy's ufunc for big arrays (one pass over the array, 9 times the C erf's
+    speed), the reference's C erf for small ones, whose run need not pay most of a second
+    importing scipy.special. The two are within 2 ulps of each other."""
+    erf = _scipy_erf() if v.size >= SCIPY_ERF_FROM else None
+    return (erf or model._erf)(v)
+
+
+@functools.cache
+def _scipy_erf():
+    """scipy.special.erf, imported on first use; None without SciPy."""
+    try:
+        from scipy.special import erf
+    except ImportError:
+        return None
+    return erf
 
 
 def gelu_forward(z: np.ndarray, b: np.ndarray, x: np.ndarray | None, form: str) -> tuple[np.ndarray, np.ndarray]:
