@@ -122,8 +122,11 @@ def scale_of(a: np.ndarray) -> float:
     """A power of two near the tensor's largest finite |element| (1 when it has none): dividing by
     it before squaring keeps the squares in range. A gradient that has vanished to 1e-166 (300
     layers without shortcuts) squares to 0 in float64, one of 1e200 to inf."""
-    finite = np.abs(a[np.isfinite(a)])
-    largest = float(finite.max()) if finite.size else 0.0
+    a = np.asarray(a)
+    largest = float(np.max(np.abs(a))) if a.size else 0.0
+    if not np.isfinite(largest):  # an inf or NaN among them: the largest of the finite ones
+        finite = np.abs(a[np.isfinite(a)])
+        largest = float(finite.max()) if finite.size else 0.0
     return float(2.0 ** np.frexp(largest)[1]) if largest > 0 else 1.0
 
 
@@ -495,9 +498,13 @@ def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = l
     independent = {k: np.zeros(t.shape) for k, t in enumerate(base) if k not in per_row}
 
     def squared_move(t1, t0, s):  # ((t1 - t0) / s / perturbation)^2, in the one new array
-        move = np.asarray(t1 - t0)  # an array even for the loss: the lines below work in it
-        move /= s  # s first: perturbation * s may underflow
-        move /= batch.perturbation
+        move = np.asarray(t1 - t0, np.float64)  # an array even for the loss: the lines below work in it
+        per_unit = 1 / s / batch.perturbation  # s first: perturbation * s may underflow
+        if math.isfinite(per_unit):
+            move *= per_unit
+        else:  # s below 2^-994 (a gradient vanished to 1e-300): 1 / s overflows, one division at a time
+            move /= s
+            move /= batch.perturbation
         return np.multiply(move, move, out=move)
 
     for draw in range(draws - grouped):

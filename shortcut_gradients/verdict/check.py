@@ -46,9 +46,12 @@ def relative_error(a, b, tol: float, eps: float) -> np.ndarray:
         scale = np.abs(a)
         scale = np.maximum(scale, np.abs(b), out=scale if scale.ndim else None)
     finite = np.isfinite(a) & np.isfinite(b)
-    size = scale[finite].max() if finite.any() else 0.0
+    everywhere = bool(finite.all())  # the usual case, with no masked copies to make
+    size = scale.max() if everywhere and scale.size else scale[finite].max() if finite.any() else 0.0
     floor = NOISE_ULPS * eps * size / tol
-    scale = np.maximum(scale, floor)
+    scale = np.maximum(scale, floor, out=scale if scale.ndim else None)
+    if everywhere:
+        return np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
     rel = np.divide(diff, scale, out=np.zeros_like(diff), where=finite & (scale > 0))
     # A NaN or inf is never agreement, not even with another NaN: it means the computation broke.
     rel[~finite] = np.inf
