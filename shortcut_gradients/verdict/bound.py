@@ -212,22 +212,17 @@ class Batch:
         self.split = np.array_split(self.rng.permutation(self.n), min(groups, self.n)) if self.n > 1 else []
         # The unperturbed float64 run, once: each group of rows on its own, the batch's tensors put
         # together from their shares (`whole`); with one row, the batch itself.
-        if self.split:
-            results = [in_chunks(self.module, params, self.rows_x[rows], self.rows_t[rows], self.kw) for rows in self.split]
-        else:
-            results = [in_chunks(self.module, params, x, target, self.kw)]
-        self.names = [name for name, _, _ in contract.tensors(results[0], intermediates)]
+        self.names, self.shares = [], []  # names: the first result's tensors' (share and listed set them)
+        for rows in self.split:  # a group at a time: its own result is freed once its share is made
+            result = in_chunks(self.module, params, self.rows_x[rows], self.rows_t[rows], self.kw)
+            self.shares.append(self.share(result, len(rows)))
+        one_row = None if self.split else self.listed(in_chunks(self.module, params, x, target, self.kw))
         # What every implementation returns: the tensors the GELU forms' resolution compares.
         self.compared = [name for name in self.names if not name.endswith((".dy", ".dz"))]
         # Per-row tensors have a row per input row; the others (loss, dW, db) sum over the rows.
         per_row = ("output", "input")
         self.per_row = [k for k, name in enumerate(self.names) if name in per_row or name.endswith((".dy", ".dz"))]
-        if self.split:
-            self.shares = [self.share(self.listed(result), len(rows)) for result, rows in zip(results, self.split)]
-            self.base = self.whole(self.shares)
-        else:
-            self.shares, self.base = [], self.listed(results[0])
-        del results
+        self.base = self.whole(self.shares) if self.split else one_row
         self.scales = [scale_of(t) for t in self.base]
         self.residual = self.base[1].reshape(self.n, d_out) - self.rows_t  # (n, d_out): output - target
         # The perturbed runs: float32, the frameworks' own precision at a quarter of float64's
@@ -241,13 +236,16 @@ class Batch:
         return self.listed(in_chunks(self.module, params, x, target, self.kw | {"dtype": self.dtype}, noise))
 
     def listed(self, result: dict) -> list[np.ndarray]:
-        """A result's tensors in contract.tensors order, in the run's dtype (dy and dz where measured)."""
-        return [np.asarray(t) for _, _, t in contract.tensors(result, self.intermediates)]
+        """A result's tensors in contract.tensors order, in the run's dtype (dy and dz where
+        measured); the first result listed names them (self.names)."""
+        listed = contract.tensors(result, self.intermediates)
+        self.names = self.names or [name for name, _, _ in listed]
+        return [np.asarray(t) for _, _, t in listed]
 
-    def share(self, tensors: list[np.ndarray], rows: int) -> list[np.ndarray]:
-        """A group's tensors as its share of the batch's: its gradients are of its own mean loss,
-        rows/n of the batch's, so every tensor but the output is scaled by rows/n."""
-        share = rows / self.n
+    def share(self, result: dict, rows: int) -> list[np.ndarray]:
+        """A group's result, listed, as its share of the batch's: its gradients are of its own mean
+        loss, rows/n of the batch's, so every tensor but the output is scaled by rows/n."""
+        tensors, share = self.listed(result), rows / self.n  # listed first: the first call names the tensors
         return [t if name == "output" else t * share for name, t in zip(self.names, tensors)]
 
     def whole(self, shares: list[list[np.ndarray]]) -> list[np.ndarray]:
@@ -268,7 +266,7 @@ class Batch:
         """One group's tensors from a perturbed run in self.dtype, as its share of the batch's
         (`share`). In one call, not in_chunks: its GELU draws one number per element, in order."""
         kw = self.kw | {"dtype": self.dtype}
-        return self.share(self.listed(self.module.loss_and_grads(params, self.rows_x[rows], target, **kw)), len(rows))
+        return self.share(self.module.loss_and_grads(params, self.rows_x[rows], target, **kw), len(rows))
 
 
 def in_chunks(module: ModuleType, params, x, target, kw: dict, noise=contextlib.nullcontext) -> dict:
