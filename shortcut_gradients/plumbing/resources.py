@@ -33,10 +33,10 @@ FRAMEWORK_ADDRESS_SPACE_PER_CPU = {"jax": 250 * 2**20}
 # The time model (seconds_needed), fitted to compare.py runs on this 2-core machine and rounded up by
 # 1.6, so that no run fitted took longer than its estimate (docs/limits.md sets the runs beside it).
 # Per shortcut setting, each implementation makes one step and the rounding bound about BOUND_STEPS
-# float64 steps of the NumPy implementation; a step costs per element of every layer's input and
+# steps of the NumPy implementation; a step costs per element of every layer's input and
 # output, per multiply-add and per layer; each implementation's result costs per weight to check.
 STARTUP_SECONDS = 3.0  # importing the frameworks and compiling the book's network
-BOUND_STEPS = 8  # the bound's float64 steps, in framework steps' worth (the fit's)
+BOUND_STEPS = 8  # the bound's steps, in framework steps' worth (fitted when all were float64: conservative since)
 SECONDS_PER_ACTIVATION = 8e-8  # per element of every layer's input and output, per step
 SECONDS_PER_MAC = 1.9e-10  # per multiply-add of a layer's matmul, per step
 SECONDS_PER_LAYER = 2.7e-4  # per layer, per step
