@@ -5,9 +5,9 @@ import torch
 from .model import loss_and_grads
 
 # torch's CPU tanh, called for the first time in a process by several threads at once, sometimes
-# returns values far off their rounding (44 times it, in 4 or 5 of 12 fresh processes here); after
-# one first call on one thread it never has (python -m studies.torch_first_step, docs/tolerances.md).
-# So the first call is made here, on one element; erf, the exact form's, likewise.
+# returns values far off their rounding, and after a first call on one thread it has not
+# (docs/tolerances.md, python -m studies.torch_first_step). So the first call is made here, on one
+# element; erf, the exact form's, likewise.
 torch.tanh(torch.zeros(1))
 torch.erf(torch.zeros(1))
 

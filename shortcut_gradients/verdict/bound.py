@@ -13,11 +13,12 @@ loss_and_grads, on the run's inputs (float64), on perturbed copies of them and o
 batch's rows. It is always that implementation, whatever is compared: impl_numpy.fast, its step
 written for speed, for the book's network, and the reference impl_numpy.model for pre-LN, which
 fast.py does not run (`measuring`). Its GELU is the one the measurement patches
-(activation_noise). The perturbed runs are float32 with a 2^-12 nudge wherever every tensor is
-in float32's reach (FLOAT32_REACH), else float64 with a 2^-30 one: either way the run's own
-rounding is 2^-12 of the move or less, and the bound is the same to a few parts in 1e4 whichever
-dtype or NumPy step measures it (both measured against float64 runs on the same draws: at most
-5e-3 and 1.7e-4 relative). Per element e, in units of u:
+(activation_noise). The perturbed runs are float32 with a 2^-12 nudge where the inputs, weights
+and tensors are in float32's reach (FLOAT32_REACH) and the first draw shows the moves linear at
+that size (linear_first_draw), else float64 with a 2^-30 one: either way the run's own rounding
+is 2^-12 of the move or less. On the book's network, with the same draws, the float32 runs' bound
+is the float64 runs' to 0.5%; fast.py's and the reference's agree to 1.7e-4 (tests/test_tolerance.py).
+Per element e, in units of u:
 
     bound(e) = |e|              the element's own final rounding
              + propagated(e)    every rounding behind it, through the layers: perturbed runs
@@ -56,15 +57,20 @@ import impl_numpy.fast
 import impl_numpy.model
 from shortcut_gradients.verdict import check, contract
 
-# The relative nudge that measures derivatives, per dtype of the perturbed runs: small enough
-# that every element moves linearly (2^-12 a_i is under 2% for layers up to 4096 wide), large
-# enough that the run's own rounding, u times the very bound being measured, is 2^-12 of the move
-# (float32's u = 2^-24) or less (float64's: 2^-23 of a 2^-30 move).
+# The relative nudge that measures derivatives, per dtype of the perturbed runs: large enough that
+# the run's own rounding, u times the very bound being measured, is 2^-12 of the move (float32's
+# u = 2^-24) or less (float64's: 2^-23 of a 2^-30 move); small enough that the elements move
+# linearly, which at 2^-12 the first draw checks (linear_first_draw) and at 2^-30 holds.
 PERTURBATION = {"float32": 2.0**-12, "float64": 2.0**-30}
-# Past this, up or down, a tensor is out of reach of float32 runs (its moves and the squares in
-# the GELU would leave float32's range, whose normal numbers span 2^-126 to 2^128): they run in
-# float64 (a network of 300 layers whose gradient has vanished to 1e-283).
+# Past this, up or down, a tensor is out of reach of float32 runs (its moves would leave float32's
+# range, whose normal numbers span 2^-126 to 2^128): they run in float64 (a network of 300 layers
+# whose gradient has vanished to 1e-283). A value inside that overflows within the step (the GELU
+# squares its input) shows as a non-finite result of the first draw, and float64 again.
 FLOAT32_REACH = 2.0**40
+# The largest even part of a float32 draw's move against its odd part (root-mean-square, per
+# tensor) for float32 runs to measure the bound (`linear_first_draw`): the moves' error is about
+# that share, far inside what TAIL allows; on networks of 3 layers 512 wide it is under 1%.
+LINEARITY = 0.02
 # The GELU forms' resolution tries this many of a batch's rows first: wherever float32 can tell
 # the forms apart at all, their output already does, and the other form need not run the batch.
 RESOLUTION_ROWS = 256
@@ -191,8 +197,8 @@ def measuring(norm: str) -> ModuleType:
 
 
 class Batch:
-    """The run's inputs as rows, float64 runs of the whole batch or of one group of its rows,
-    and the unperturbed results (tensors in shortcut_gradients.verdict.contract.tensors order: dy and dz where given)."""
+    """The run's inputs as rows, runs of the whole batch or of one group of its rows (float64
+    unperturbed, perturbed in self.dtype), and the unperturbed results (tensors in shortcut_gradients.verdict.contract.tensors order: dy and dz where given)."""
 
     def __init__(
         self, params, x, target, use_shortcut: bool, gelu_form: str, norm: str, groups: int, intermediates: bool
@@ -225,11 +231,17 @@ class Batch:
         self.base = self.whole(self.shares) if self.split else one_row
         self.scales = [scale_of(t) for t in self.base]
         self.residual = self.base[1].reshape(self.n, d_out) - self.rows_t  # (n, d_out): output - target
-        # The perturbed runs: float32, the frameworks' own precision at a quarter of float64's
-        # matrix-product cost, where every tensor is in its reach; else float64.
-        reach = [scale_of(a) for layer in params for a in layer] + self.scales
-        self.dtype = "float32" if all(1 / FLOAT32_REACH <= s <= FLOAT32_REACH for s in reach) else "float64"
-        self.perturbation = PERTURBATION[self.dtype]
+        # The perturbed runs: float32, at under half a float64 step's cost, where the weights, the
+        # inputs and every compared tensor are in its reach (and, checked by the first draw,
+        # `linear_first_draw`, the moves are linear there); else float64. dy and dz, measured or
+        # not, do not decide it: the other tensors' bounds are the same either way.
+        compared = [t for name, t in zip(self.names, self.base) if name in self.compared]
+        reach = [scale_of(a) for a in [x, target, *compared, *(a for layer in params for a in layer)]]
+        self.measure_in("float32" if all(1 / FLOAT32_REACH <= s <= FLOAT32_REACH for s in reach) else "float64")
+
+    def measure_in(self, dtype: str) -> None:
+        """The perturbed runs from here on in dtype, with its PERTURBATION."""
+        self.dtype, self.perturbation = dtype, PERTURBATION[dtype]
 
     def run(self, params, x, target, noise=contextlib.nullcontext) -> list[np.ndarray]:
         """The batch's tensors from a perturbed run in self.dtype, in_chunks; noise: entered around each chunk's step."""
@@ -276,7 +288,7 @@ def in_chunks(module: ModuleType, params, x, target, kw: dict, noise=contextlib.
     Each chunk's gradients are of its own mean loss: rows/n of the batch's. So the loss, dW, db
     (dscale, dshift) are the chunks' sums of that share, the per-row gradients (dx, dy, dz) their
     rows of it, put together, and the output the chunks' rows as they are: the batch's result, up
-    to float64 rounding in the sums' order (about 1e-16 relative, against the 2^-30 moves the
+    to rounding in the sums' order (a few u of the run's dtype, 2^-12 or less of the moves the
     bound measures). With one chunk (every batch of up to CHUNK_ELEMENTS) it is the plain call.
     noise: a context manager factory entered around each chunk's call (activation_noise's)."""
     n, rows_x, rows_t = as_rows(x, target, params[-1][0].shape[0])
@@ -505,12 +517,18 @@ def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = l
             move /= batch.perturbation
         return np.multiply(move, move, out=move)
 
+    say(f"bound: draw 1 of {draws}")
+    first = linear_first_draw(batch) if batch.dtype == "float32" else None  # None: float64 runs from here
     for draw in range(draws - grouped):
-        say(f"bound: draw {draw + 1} of {draws}")
-        params, target = nudged(batch)
-        # {}: every chunk's draws
-        noise = functools.partial(activation_noise, batch.rng, True, batch.module, {}, batch.perturbation)
-        moved = batch.run(params, batch.x, target, noise)
+        if draw:
+            say(f"bound: draw {draw + 1} of {draws}")
+        if first is not None:  # the first draw, run and checked already
+            moved, first = first, None
+        else:
+            params, target = nudged(batch)
+            # {}: every chunk's draws
+            noise = functools.partial(activation_noise, batch.rng, True, batch.module, {}, batch.perturbation)
+            moved = batch.run(params, batch.x, target, noise)
         for m, t0, s in zip(shared, base, batch.scales):
             m += squared_move(moved.pop(0), t0, s)  # popped: each run's tensor is freed once added in
     for draw in range(draws - grouped, draws):
@@ -536,6 +554,42 @@ def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = l
         shared[k] *= TAIL
         shared[k] *= batch.scales[k]
     return shared
+
+
+def linear_first_draw(batch: Batch) -> list[np.ndarray] | None:
+    """The first shared draw's tensors, run in float32, where float32 runs measure the bound; else
+    None, and the batch's perturbed runs are float64 from here on (batch.measure_in).
+
+    The draw is run twice: as nudged, and mirrored (every nudge and every GELU draw negated). Of
+    the two moves, the odd part (t+ - t-) / 2 is the linear response and the even part
+    (t+ + t-) / 2 - t0 what the nudge's size adds to it: where the even part passes LINEARITY of
+    the odd part in any tensor (root-mean-square, the loss aside: a mean of squares moves by the
+    squares of its moves), or a value is not finite where the float64 run's is, a 2^-12 nudge is
+    too big for this network (deep ones with shortcuts, whose residual stream grows), and the
+    2^-30 nudge of float64 runs is kept."""
+    params, target = nudged(batch)
+    memo = {}  # the GELU's draws, for the mirror to negate
+    noise = functools.partial(activation_noise, batch.rng, True, batch.module, memo, batch.perturbation)
+    plus = batch.run(params, batch.x, target, noise)
+    mirrored = [tuple(2 * a0 - a for a0, a in zip(layer0, layer)) for layer0, layer in zip(batch.params, params)]
+    mirrored_target = 2 * batch.rows_t.reshape(target.shape) - target
+    negated = {key: -r for key, r in memo.items()}
+    noise = functools.partial(activation_noise, batch.rng, True, batch.module, negated, batch.perturbation)
+    minus = batch.run(mirrored, batch.x, mirrored_target, noise)
+    for name, t0, t1, t2 in zip(batch.names, batch.base, plus, minus):
+        t1, t2 = np.asarray(t1, np.float64), np.asarray(t2, np.float64)
+        if not np.all(np.isfinite(t1) & np.isfinite(t2) | ~np.isfinite(t0)):
+            break
+        if name == "loss" or not np.all(np.isfinite(t0)):
+            continue
+        even, odd = (t1 + t2) / 2 - t0, (t1 - t2) / 2
+        # A float32 result's own rounding is in the even part too: 2^-16 of the tensor covers it.
+        if root_mean_square(even) > LINEARITY * root_mean_square(odd) + 2.0**-16 * root_mean_square(t0):
+            break
+    else:
+        return plus
+    batch.measure_in("float64")
+    return None
 
 
 def batch_rounding(batch: Batch) -> list[np.ndarray]:
