@@ -218,11 +218,15 @@ class Batch:
         self.split = np.array_split(self.rng.permutation(self.n), min(groups, self.n)) if self.n > 1 else []
         # The unperturbed float64 run, once: each group of rows on its own, the batch's tensors put
         # together from their shares (`whole`); with one row, the batch itself.
-        self.names, self.shares = [], []  # names: the first result's tensors' (share and listed set them)
+        self.shares = []
         for rows in self.split:  # a group at a time: its own result is freed once its share is made
             result = in_chunks(self.module, params, self.rows_x[rows], self.rows_t[rows], self.kw)
             self.shares.append(self.share(result, len(rows)))
-        one_row = None if self.split else self.listed(in_chunks(self.module, params, x, target, self.kw))
+        if not self.split:
+            result = in_chunks(self.module, params, x, target, self.kw)
+        self.names = [name for name, _, _ in contract.tensors(result, intermediates)]  # every group's alike
+        one_row = None if self.split else self.listed(result)
+        del result
         # What every implementation returns: the tensors the GELU forms' resolution compares.
         self.compared = [name for name in self.names if not name.endswith((".dy", ".dz"))]
         # Per-row tensors have a row per input row; the others (loss, dW, db) sum over the rows.
@@ -235,8 +239,8 @@ class Batch:
         # inputs and every compared tensor are in its reach (and, checked by the first draw,
         # `linear_first_draw`, the moves are linear there); else float64. dy and dz, measured or
         # not, do not decide it: the other tensors' bounds are the same either way.
-        compared = [t for name, t in zip(self.names, self.base) if name in self.compared]
-        reach = [scale_of(a) for a in [x, target, *compared, *(a for layer in params for a in layer)]]
+        reach = [s for name, s in zip(self.names, self.scales) if name in self.compared]
+        reach += [scale_of(a) for a in [x, target, *(a for layer in params for a in layer)]]
         self.measure_in("float32" if all(1 / FLOAT32_REACH <= s <= FLOAT32_REACH for s in reach) else "float64")
 
     def measure_in(self, dtype: str) -> None:
@@ -248,17 +252,15 @@ class Batch:
         return self.listed(in_chunks(self.module, params, x, target, self.kw | {"dtype": self.dtype}, noise))
 
     def listed(self, result: dict) -> list[np.ndarray]:
-        """A result's tensors in contract.tensors order, in the run's dtype (dy and dz where
-        measured); the first result listed names them (self.names)."""
-        listed = contract.tensors(result, self.intermediates)
-        self.names = self.names or [name for name, _, _ in listed]
-        return [np.asarray(t) for _, _, t in listed]
+        """A result's tensors in contract.tensors order (self.names), in the run's dtype (dy and dz where measured)."""
+        return [np.asarray(t) for _, _, t in contract.tensors(result, self.intermediates)]
 
     def share(self, result: dict, rows: int) -> list[np.ndarray]:
         """A group's result, listed, as its share of the batch's: its gradients are of its own mean
         loss, rows/n of the batch's, so every tensor but the output is scaled by rows/n."""
-        tensors, share = self.listed(result), rows / self.n  # listed first: the first call names the tensors
-        return [t if name == "output" else t * share for name, t in zip(self.names, tensors)]
+        share = rows / self.n
+        listed = contract.tensors(result, self.intermediates)
+        return [np.asarray(t) if name == "output" else np.asarray(t) * share for name, _, t in listed]
 
     def whole(self, shares: list[list[np.ndarray]]) -> list[np.ndarray]:
         """The batch's tensors from its groups' shares: per-row tensors' rows in their places, the sums added."""
