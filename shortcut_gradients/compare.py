@@ -304,9 +304,10 @@ def progress(estimate: float):
 
 def main_exit() -> None:
     """The console script `shortcut-compare`, and compare.py."""
-    from shortcut_gradients.plumbing import files
+    from shortcut_gradients.plumbing import files, resources
 
     files.exit_on_signals("compare.py")
+    resources.keep_freed_memory()
     sys.exit(main())
 
 

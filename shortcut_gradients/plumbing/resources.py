@@ -209,16 +209,32 @@ def give_back_freed_memory() -> None:
 
     A run frees each stage's arrays, but glibc keeps freed pages of the heap for reuse, so the
     frameworks' steps would stay in the resident set through the bound's measurement after them."""
-    if trim := malloc_trim():
-        trim(0)
+    if libc := glibc():
+        libc.malloc_trim(0)
+
+
+def keep_freed_memory() -> None:
+    """Keep freed arrays' pages in the process for the next arrays, until give_back_freed_memory
+    (glibc: big blocks come from the heap, not mmap, and a free never trims; elsewhere nothing).
+
+    The bound's measurement makes and frees arrays as large as the batch, run after run. Left to
+    glibc, each one is a fresh mmap and each free hands its pages back, so every run pays the page
+    faults again: on a virtual machine whose host takes freed pages back, several seconds a GiB
+    (docs/performance.md). Set once, for the whole process: the command's own, never a library's."""
+    if libc := glibc():
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # an int: the most it takes
 
 
 @functools.cache
-def malloc_trim():
-    """glibc's malloc_trim, or None where the C library is not glibc."""
+def glibc():
+    """glibc, for its malloc_trim and mallopt, or None where the C library is not glibc."""
     import ctypes
 
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (both, or neither)
+        return libc
     except (OSError, AttributeError):
         return None

@@ -298,27 +298,38 @@ def in_chunks(module: ModuleType, params, x, target, kw: dict, noise=contextlib.
     if n <= step:
         with noise():
             return module.loss_and_grads(params, x, target, **kw)
-    parts = []
+    whole = {}  # the batch's: per-row tensors (n, d), filled a chunk at a time; the sums so far
     for start in range(0, n, step):
         rows = slice(start, min(start + step, n))
         with noise():
             part = module.loss_and_grads(params, rows_x[rows], rows_t[rows], **kw)
         share = (rows.stop - rows.start) / n
-        parts.append({key: value if key == "output" else scaled(value, share) for key, value in part.items()})
-    whole = {}
-    for key, first in parts[0].items():
-        if key in ("output", "dx"):
-            whole[key] = np.concatenate([part[key] for part in parts]).reshape(x.shape[:-1] + (first.shape[-1],))
+        for key, value in part.items():
+            if key == "output":  # as it is, in the run's dtype
+                whole.setdefault(key, np.empty((n, value.shape[-1]), value.dtype))[rows] = value.reshape(-1, value.shape[-1])
+            elif key == "dx" or key in contract.INTERMEDIATES:  # per row: its rows of the share, in float64
+                for i, a in enumerate(value if isinstance(value, list) else [value]):
+                    rows_of = whole.setdefault((key, i), np.empty((n, a.shape[-1])))[rows]
+                    np.multiply(a.reshape(rows_of.shape), share, out=rows_of, dtype=np.float64)
+            else:  # a sum over rows: the chunks' shares added up, in float64
+                whole[key] = scaled(value, share) if key not in whole else add_to(whole[key], scaled(value, share))
+    d_out = whole["output"].shape[-1]
+    result = {"output": whole.pop("output").reshape(x.shape[:-1] + (d_out,))}
+    for key in part:
+        if key == "dx":
+            result[key] = whole.pop((key, 0)).reshape(x.shape[:-1] + (x.shape[-1],))
         elif key in contract.INTERMEDIATES:
-            whole[key] = [
-                np.concatenate([part[key][i] for part in parts]).reshape(x.shape[:-1] + (a.shape[-1],))
-                for i, a in enumerate(first)
-            ]
-        elif isinstance(first, list):
-            whole[key] = [sum(part[key][i] for part in parts) for i in range(len(first))]
-        else:
-            whole[key] = sum(part[key] for part in parts)
-    return whole
+            result[key] = [whole.pop((key, i)).reshape(x.shape[:-1] + (-1,)) for i in range(len(part[key]))]
+        elif key != "output":
+            result[key] = whole[key]
+    return {key: result[key] for key in part}
+
+
+def add_to(total, value):
+    """total + value, for an array or a list of arrays (a per-layer entry), summed as Python's sum would."""
+    if isinstance(value, list):
+        return [t + v for t, v in zip(total, value)]
+    return total + value
 
 
 def as_rows(x, target, d_out: int) -> tuple[int, np.ndarray, np.ndarray]:
