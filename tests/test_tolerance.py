@@ -452,3 +452,23 @@ def test_float32_runs_measure_the_bound_only_where_their_nudge_moves_every_tenso
         assert batch.dtype == "float32"  # in reach: only the first draw can tell
         bounds.propagated_rounding(batch, bounds.DRAWS)
         assert batch.dtype == dtype and batch.perturbation == bounds.PERTURBATION[dtype]
+
+
+@pytest.mark.parametrize("chunk_elements", [bounds.CHUNK_ELEMENTS, 1000])
+def test_the_first_draw_and_its_mirror_run_side_by_side_and_put_the_gelu_back(monkeypatch, chunk_elements):
+    """Must pass: the first draw and its mirror are run a chunk of each at a time, each chunk's
+    GELU patched with its own draws (nudged, then negated). Each step's patch must be undone before
+    the other's: left in place, the mirror's patch outlived both and every later run of the step
+    carried a stale draw (the bound came out 10^5 times too wide). Both ways, with one chunk and
+    with many, float32 kept and given up, the step's own GELU is back at the end."""
+    import impl_numpy.fast as fast
+
+    monkeypatch.setattr(bounds, "CHUNK_ELEMENTS", chunk_elements)
+    originals = (fast.gelu_forward, fast.gelu_backward)
+    rng = np.random.default_rng(0)
+    for layers, gain, dtype in ((3, 0.577, "float32"), (16, 1.0, "float64")):
+        params = [(gain * rng.standard_normal((64, 64)) / 8, 0.1 * rng.standard_normal(64)) for _ in range(layers)]
+        batch = bounds.Batch(params, rng.standard_normal((40, 64)), rng.standard_normal((40, 64)), True, "tanh", "none", 4, False)
+        propagated = bounds.propagated_rounding(batch, 4)
+        assert batch.dtype == dtype and (fast.gelu_forward, fast.gelu_backward) == originals
+        assert all(np.all(np.isfinite(t)) for t in propagated)

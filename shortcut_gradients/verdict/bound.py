@@ -48,7 +48,7 @@ deterministic, n_out |loss| for n_out output elements.
 import contextlib
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 
 import numpy as np
@@ -247,9 +247,29 @@ class Batch:
         """The perturbed runs from here on in dtype, with its PERTURBATION."""
         self.dtype, self.perturbation = dtype, PERTURBATION[dtype]
 
-    def run(self, params, x, target, noise=contextlib.nullcontext) -> list[np.ndarray]:
-        """The batch's tensors from a perturbed run in self.dtype, in_chunks; noise: entered around each chunk's step."""
-        return self.listed(in_chunks(self.module, params, x, target, self.kw | {"dtype": self.dtype}, noise))
+    def run(self, params, target, noise=contextlib.nullcontext) -> Iterator[tuple[slice, list[np.ndarray]]]:
+        """A perturbed run of the whole batch in self.dtype, a chunk of rows at a time (`chunked`):
+        yields (rows, the chunk's tensors listed), each per-row tensor its rows (r, d) of the
+        batch's, each other one its share of the batch's sum, as in_chunks puts them together (dx,
+        dy, dz and the sums times the share in float64, the output as it is; with one chunk, the
+        tensors as they are). noise: entered around each chunk's step. No run of the batch is
+        ever held whole: the caller takes each chunk's moves and lets it go."""
+        kw = self.kw | {"dtype": self.dtype}
+        for rows, part, share in chunked(self.module, params, self.x, target, kw, noise):
+            r = rows.stop - rows.start
+            listed = [t for _, _, t in contract.tensors(part, self.intermediates)]
+            if share == 1:  # the plain call: the batch's own tensors
+                yield rows, [t.reshape(r, -1) if k in self.per_row else t for k, t in enumerate(listed)]
+                continue
+            tensors = []
+            for k, (name, t) in enumerate(zip(self.names, listed)):
+                if name == "output":
+                    tensors.append(t.reshape(r, -1))
+                elif k in self.per_row:
+                    tensors.append(np.multiply(t, share, dtype=np.float64).reshape(r, -1))
+                else:
+                    tensors.append(scaled(t, share))
+            yield rows, tensors
 
     def listed(self, result: dict) -> list[np.ndarray]:
         """A result's tensors in contract.tensors order (self.names), in the run's dtype (dy and dz where measured)."""
@@ -263,7 +283,8 @@ class Batch:
         return [np.asarray(t) if name == "output" else np.asarray(t) * share for name, _, t in listed]
 
     def whole(self, shares: list[list[np.ndarray]]) -> list[np.ndarray]:
-        """The batch's tensors from its groups' shares: per-row tensors' rows in their places, the sums added."""
+        """The batch's tensors from its groups' shares: per-row tensors' rows in their places, the sums
+        added. The shares keep only their sums (dW, db, the loss): batch_rounding's statistics."""
         tensors = []
         for k in range(len(self.names)):
             if k in self.per_row:
@@ -271,6 +292,7 @@ class Batch:
                 t = np.empty((self.n, d))
                 for rows, share in zip(self.split, shares):
                     t[rows] = share[k].reshape(len(rows), d)
+                    share[k] = None  # its rows are in t: the grouped runs read them there
                 tensors.append(t.reshape(self.x.shape[:-1] + (d,)))
             else:
                 tensors.append(np.asarray(sum(share[k] for share in shares)))
@@ -283,46 +305,56 @@ class Batch:
         return self.share(self.module.loss_and_grads(params, self.rows_x[rows], target, **kw), len(rows))
 
 
-def in_chunks(module: ModuleType, params, x, target, kw: dict, noise=contextlib.nullcontext) -> dict:
-    """module.loss_and_grads(params, x, target, **kw) for the whole batch, run a chunk of rows at a
-    time (CHUNK_ELEMENTS) so that the step's arrays stay small however big the batch.
-
-    Each chunk's gradients are of its own mean loss: rows/n of the batch's. So the loss, dW, db
-    (dscale, dshift) are the chunks' sums of that share, the per-row gradients (dx, dy, dz) their
-    rows of it, put together, and the output the chunks' rows as they are: the batch's result, up
-    to rounding in the sums' order (a few u of the run's dtype, 2^-12 or less of the moves the
-    bound measures). With one chunk (every batch of up to CHUNK_ELEMENTS) it is the plain call.
-    noise: a context manager factory entered around each chunk's call (activation_noise's)."""
+def chunked(module: ModuleType, params, x, target, kw: dict, noise=contextlib.nullcontext) -> Iterator[tuple]:
+    """module.loss_and_grads(params, x, target, **kw) on the batch a chunk of rows at a time
+    (CHUNK_ELEMENTS), so that the step's arrays stay small however big the batch: yields (rows, the
+    chunk's result, its share of the batch's rows, rows / n). Each chunk's gradients are of its own
+    mean loss: its share of the batch's. With one chunk (every batch of up to CHUNK_ELEMENTS) it
+    is the plain call on x and target as they are, share 1. noise: a context manager factory
+    entered around each chunk's call (activation_noise's)."""
     n, rows_x, rows_t = as_rows(x, target, params[-1][0].shape[0])
     step = max(1, CHUNK_ELEMENTS // (x.shape[-1] + sum(layer[0].shape[0] for layer in params)))
     if n <= step:
         with noise():
-            return module.loss_and_grads(params, x, target, **kw)
-    whole = {}  # the batch's: per-row tensors (n, d), filled a chunk at a time; the sums so far
+            whole = module.loss_and_grads(params, x, target, **kw)
+        yield slice(0, n), whole, 1  # outside noise: the caller may run another step before the next
+        return
     for start in range(0, n, step):
         rows = slice(start, min(start + step, n))
         with noise():
             part = module.loss_and_grads(params, rows_x[rows], rows_t[rows], **kw)
-        share = (rows.stop - rows.start) / n
+        yield rows, part, (rows.stop - rows.start) / n
+
+
+def in_chunks(module: ModuleType, params, x, target, kw: dict, noise=contextlib.nullcontext) -> dict:
+    """module.loss_and_grads(params, x, target, **kw) for the whole batch, run `chunked`: the loss,
+    dW, db (dscale, dshift) the chunks' sums of their shares, the per-row gradients (dx, dy, dz)
+    their rows of theirs, in float64, and the output the chunks' rows as they are: the batch's
+    result, up to rounding in the sums' order (a few u of the run's dtype, 2^-12 or less of the
+    moves the bound measures). With one chunk it is the plain call's result."""
+    n = int(np.prod(x.shape[:-1], dtype=np.int64))
+    whole = {}  # the batch's: per-row tensors (n, d), filled a chunk at a time; the sums so far
+    for rows, part, share in chunked(module, params, x, target, kw, noise):
+        if share == 1:
+            return part
         for key, value in part.items():
             if key == "output":  # as it is, in the run's dtype
-                whole.setdefault(key, np.empty((n, value.shape[-1]), value.dtype))[rows] = value.reshape(-1, value.shape[-1])
+                whole.setdefault(key, np.empty((n, value.shape[-1]), value.dtype))[rows] = value
             elif key == "dx" or key in contract.INTERMEDIATES:  # per row: its rows of the share, in float64
                 for i, a in enumerate(value if isinstance(value, list) else [value]):
                     rows_of = whole.setdefault((key, i), np.empty((n, a.shape[-1])))[rows]
-                    np.multiply(a.reshape(rows_of.shape), share, out=rows_of, dtype=np.float64)
+                    np.multiply(a, share, out=rows_of, dtype=np.float64)
             else:  # a sum over rows: the chunks' shares added up, in float64
                 whole[key] = scaled(value, share) if key not in whole else add_to(whole[key], scaled(value, share))
-    d_out = whole["output"].shape[-1]
-    result = {"output": whole.pop("output").reshape(x.shape[:-1] + (d_out,))}
+    result = {}
     for key in part:
-        if key == "dx":
-            result[key] = whole.pop((key, 0)).reshape(x.shape[:-1] + (x.shape[-1],))
+        if key == "output" or key == "dx":
+            result[key] = whole.pop(key if key == "output" else (key, 0)).reshape(x.shape[:-1] + (-1,))
         elif key in contract.INTERMEDIATES:
             result[key] = [whole.pop((key, i)).reshape(x.shape[:-1] + (-1,)) for i in range(len(part[key]))]
-        elif key != "output":
+        else:
             result[key] = whole[key]
-    return {key: result[key] for key in part}
+    return result
 
 
 def add_to(total, value):
@@ -530,35 +562,46 @@ def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = l
             move /= batch.perturbation
         return np.multiply(move, move, out=move)
 
+    def rows_of(t):  # a per-row tensor as rows (n, d), a view
+        return t.reshape(batch.n, -1)
+
+    def add_run(chunks) -> dict[int, np.ndarray]:  # a shared run's squared moves into `shared`, a chunk at a time
+        sums = {}  # the batch's sums (loss, dW, db), added up over the chunks; returned for linear_first_draw
+        for rows, part in chunks:
+            for k, t1 in enumerate(part):
+                if k in per_row:
+                    rows_of(shared[k])[rows] += squared_move(t1, rows_of(base[k])[rows], batch.scales[k])
+                else:
+                    sums[k] = t1 if k not in sums else sums[k] + t1
+        for k, t1 in sums.items():
+            shared[k] += squared_move(t1, base[k], batch.scales[k])
+        return sums
+
     say(f"bound: draw 1 of {draws}")
-    first = linear_first_draw(batch) if batch.dtype == "float32" else None  # None: float64 runs from here
-    for draw in range(draws - grouped):
+    tried = batch.dtype == "float32"
+    first = tried and linear_first_draw(batch, add_run)  # False: float64 runs from here
+    if tried and not first:  # the checked draw's moves were float32's: the float64 draws start again
+        for m in shared:
+            m[...] = 0
+    for draw in range(1 if first else 0, draws - grouped):
         if draw:
             say(f"bound: draw {draw + 1} of {draws}")
-        if first is not None:  # the first draw, run and checked already
-            moved, first = first, None
-        else:
-            params, target = nudged(batch)
-            # {}: every chunk's draws
-            noise = functools.partial(activation_noise, batch.rng, True, batch.module, {}, batch.perturbation)
-            moved = batch.run(params, batch.x, target, noise)
-        for m, t0, s in zip(shared, base, batch.scales):
-            m += squared_move(moved.pop(0), t0, s)  # popped: each run's tensor is freed once added in
+        params, target = nudged(batch)
+        # {}: every chunk's draws
+        noise = functools.partial(activation_noise, batch.rng, True, batch.module, {}, batch.perturbation)
+        add_run(batch.run(params, target, noise))
     for draw in range(draws - grouped, draws):
         say(f"bound: draw {draw + 1} of {draws}")
         for rows, share in zip(batch.split, batch.shares):
             params, target = nudged(batch, rows)
             with activation_noise(batch.rng, False, batch.module, perturbation=batch.perturbation):
                 moved = batch.group(params, rows, target)
-            for k, (t0, t1) in enumerate(zip(share, moved)):
+            for k, t1 in enumerate(moved):
                 if k in per_row:  # the group's rows, in their places among all the rows
-                    shared[k].reshape(batch.n, -1)[rows] += squared_move(t1, t0, batch.scales[k])
+                    rows_of(shared[k])[rows] += squared_move(t1, rows_of(base[k])[rows], batch.scales[k])
                 else:
-                    independent[k] += squared_move(t1, t0, batch.scales[k])
+                    independent[k] += squared_move(t1, share[k], batch.scales[k])
             del moved
-    for share in batch.shares:  # the per-row shares were only these runs' starting points
-        for k in per_row:
-            share[k] = None
     for k, m in enumerate(shared):  # into the bound, in the sums' own arrays
         if k in per_row:
             np.sqrt(np.divide(m, draws, out=m), out=m)
@@ -569,40 +612,80 @@ def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = l
     return shared
 
 
-def linear_first_draw(batch: Batch) -> list[np.ndarray] | None:
-    """The first shared draw's tensors, run in float32, where float32 runs measure the bound; else
-    None, and the batch's perturbed runs are float64 from here on (batch.measure_in).
+def linear_first_draw(batch: Batch, add_run: Callable) -> bool:
+    """Whether float32 runs measure the bound: the first shared draw, run in float32 and checked.
+    Its squared moves go into the caller's sums as it runs (add_run, propagated_rounding's, which
+    returns the run's summed tensors); where it fails, the batch's perturbed runs are float64 from
+    here on (batch.measure_in) and the caller starts its sums again.
 
-    The draw is run twice: as nudged, and mirrored (every nudge and every GELU draw negated). Of
-    the two moves, the odd part (t+ - t-) / 2 is the linear response and the even part
-    (t+ + t-) / 2 - t0 what the nudge's size adds to it: where the even part passes LINEARITY of
-    the odd part in any tensor (root-mean-square, the loss aside: a mean of squares moves by the
-    squares of its moves), or a value is not finite where the float64 run's is, a 2^-12 nudge is
-    too big for this network (deep ones with shortcuts, whose residual stream grows), and the
-    2^-30 nudge of float64 runs is kept."""
+    The draw is run twice, a chunk of each at a time: as nudged, and mirrored (every nudge and
+    every GELU draw negated). Of the two moves, the odd part (t+ - t-) / 2 is the linear response
+    and the even part (t+ + t-) / 2 - t0 what the nudge's size adds to it: where the even part
+    passes LINEARITY of the odd part in any tensor (root-mean-square, the loss aside: a mean of
+    squares moves by the squares of its moves), or a value is not finite where the float64 run's
+    is, a 2^-12 nudge is too big for this network (deep ones with shortcuts, whose residual stream
+    grows), and the 2^-30 nudge of float64 runs is kept."""
     params, target = nudged(batch)
-    memo = {}  # the GELU's draws, for the mirror to negate
-    noise = functools.partial(activation_noise, batch.rng, True, batch.module, memo, batch.perturbation)
-    plus = batch.run(params, batch.x, target, noise)
+    memo, negated = {}, {}  # the GELU's draws, made in the nudged run's first chunk; the mirror's, theirs negated
+
+    def mirrored_noise():
+        negated.update({key: -r for key, r in memo.items() if key not in negated})
+        return activation_noise(batch.rng, True, batch.module, negated, batch.perturbation)
+
     mirrored = [tuple(2 * a0 - a for a0, a in zip(layer0, layer)) for layer0, layer in zip(batch.params, params)]
     mirrored_target = 2 * batch.rows_t.reshape(target.shape) - target
-    negated = {key: -r for key, r in memo.items()}
-    noise = functools.partial(activation_noise, batch.rng, True, batch.module, negated, batch.perturbation)
-    minus = batch.run(mirrored, batch.x, mirrored_target, noise)
-    for name, t0, t1, t2 in zip(batch.names, batch.base, plus, minus):
-        t1, t2 = np.asarray(t1, np.float64), np.asarray(t2, np.float64)
-        if not np.all(np.isfinite(t1) & np.isfinite(t2) | ~np.isfinite(t0)):
-            break
-        if name == "loss" or not np.all(np.isfinite(t0)):
-            continue
-        even, odd = (t1 + t2) / 2 - t0, (t1 - t2) / 2
-        # A float32 result's own rounding is in the even part too: 2^-16 of the tensor covers it.
-        if root_mean_square(even) > LINEARITY * root_mean_square(odd) + 2.0**-16 * root_mean_square(t0):
-            break
-    else:
-        return plus
-    batch.measure_in("float64")
-    return None
+    noise = functools.partial(activation_noise, batch.rng, True, batch.module, memo, batch.perturbation)
+    plus, minus = batch.run(params, target, noise), batch.run(mirrored, mirrored_target, mirrored_noise)
+    base = batch.base
+    checked = [name != "loss" and bool(np.all(np.isfinite(t0))) for name, t0 in zip(batch.names, base)]
+    squares = {k: np.zeros(2) for k in batch.per_row}  # per-row tensors' sum((even / s)^2), sum((odd / s)^2)
+    minus_sums, finite = {}, True
+
+    def each_chunk():  # the nudged run's chunks, on to add_run, each looked at with the mirror's
+        nonlocal finite
+        for (rows, t1s), (_, t2s) in zip(plus, minus):
+            for k, (t1, t2) in enumerate(zip(t1s, t2s)):
+                if k in batch.per_row:
+                    t0 = base[k].reshape(batch.n, -1)[rows]
+                    finite &= finite_where(t0, t1, t2)
+                    squares[k] += even_odd_squares(t0, t1, t2, batch.scales[k]) if checked[k] else 0
+                else:
+                    minus_sums[k] = t2 if k not in minus_sums else minus_sums[k] + t2
+            yield rows, t1s
+
+    plus_sums = add_run(each_chunk())
+    for k, t1 in plus_sums.items():
+        finite &= finite_where(base[k], t1, minus_sums[k])
+        squares[k] = even_odd_squares(base[k], t1, minus_sums[k], batch.scales[k]) if checked[k] else np.zeros(2)
+    # A float32 result's own rounding is in the even part too: 2^-16 of the tensor covers it.
+    linear = finite and all(
+        np.sqrt(squares[k][0] / base[k].size) * batch.scales[k]
+        <= LINEARITY * np.sqrt(squares[k][1] / base[k].size) * batch.scales[k] + 2.0**-16 * root_mean_square(base[k])
+        for k in range(len(base))
+        if checked[k]
+    )
+    if not linear:
+        batch.measure_in("float64")
+    return linear
+
+
+def finite_where(t0, t1, t2) -> bool:
+    """Whether a draw's and its mirror's results t1, t2 are finite wherever the unperturbed t0 is."""
+    return bool(np.all(np.isfinite(t1) & np.isfinite(t2) | ~np.isfinite(t0)))
+
+
+def even_odd_squares(t0, t1, t2, s: float) -> np.ndarray:
+    """[sum((even / s)^2), sum((odd / s)^2)] of a draw's move t1 - t0 and its mirror's t2 - t0
+    (linear_first_draw): even (t1 + t2) / 2 - t0, odd (t1 - t2) / 2, in float64."""
+    t1, t2 = np.asarray(t1, np.float64).ravel(), np.asarray(t2, np.float64).ravel()  # left as they are
+    part = np.add(t1, t2)  # the one new array: the even part, then the odd
+    part /= 2
+    part -= np.ravel(t0)
+    part /= s
+    even = np.dot(part, part)
+    odd = np.subtract(t1, t2, out=part)
+    odd /= 2 * s
+    return np.array([even, np.dot(odd, odd)])
 
 
 def batch_rounding(batch: Batch) -> list[np.ndarray]:
