@@ -129,7 +129,7 @@ def scale_of(a: np.ndarray) -> float:
     it before squaring keeps the squares in range. A gradient that has vanished to 1e-166 (300
     layers without shortcuts) squares to 0 in float64, one of 1e200 to inf."""
     a = np.asarray(a)
-    largest = float(np.max(np.abs(a))) if a.size else 0.0
+    largest = max(float(a.max()), -float(a.min())) if a.size else 0.0  # max |a|, without an |a| array
     if not np.isfinite(largest):  # an inf or NaN among them: the largest of the finite ones
         finite = np.abs(a[np.isfinite(a)])
         largest = float(finite.max()) if finite.size else 0.0

@@ -41,15 +41,19 @@ def relative_error(a, b, tol: float, eps: float) -> np.ndarray:
     error of NOISE_ULPS ulps of the tensor's largest element is exactly the tolerance.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    with np.errstate(invalid="ignore"):  # inf - inf: such elements are marked below
-        diff = np.abs(a - b)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: such elements are marked below
+        diff = np.subtract(a, b)
+        diff = np.abs(diff, out=diff if diff.ndim else None)
         scale = np.abs(a)
         scale = np.maximum(scale, np.abs(b), out=scale if scale.ndim else None)
-    finite = np.isfinite(a) & np.isfinite(b)
-    everywhere = bool(finite.all())  # the usual case, with no masked copies to make
-    size = scale.max() if everywhere and scale.size else scale[finite].max() if finite.any() else 0.0
+    # a - b is finite only where a and b both are (or overflowed: the careful way below then)
+    everywhere = not diff.size or bool(np.isfinite(diff.max()))  # the usual case, with no masked copies to make
+    finite = None if everywhere else np.isfinite(a) & np.isfinite(b)
+    size = scale.max() if everywhere and scale.size else scale[finite].max() if finite is not None and finite.any() else 0.0
     floor = NOISE_ULPS * eps * size / tol
     scale = np.maximum(scale, floor, out=scale if scale.ndim else None)
+    if everywhere and floor > 0 and diff.ndim:  # every scale is past 0
+        return np.divide(diff, scale, out=diff if diff.ndim else None)
     if everywhere:
         return np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
     rel = np.divide(diff, scale, out=np.zeros_like(diff), where=finite & (scale > 0))
@@ -58,9 +62,12 @@ def relative_error(a, b, tol: float, eps: float) -> np.ndarray:
     return rel
 
 
-def ratio(diff: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def ratio(diff: np.ndarray, scale: np.ndarray, scale_positive: bool = False) -> np.ndarray:
     """diff / scale elementwise: 0 where diff is 0, inf where only scale is, and inf where diff is
-    NaN or inf (a value that broke never agrees, not even with another NaN)."""
+    NaN or inf (a value that broke never agrees, not even with another NaN). scale_positive: the
+    caller knows every scale is past 0, and a diff whose elements are all finite is divided as it is."""
+    if scale_positive and diff.ndim and diff.size and np.isfinite(diff.max()):
+        return np.divide(diff, scale)
     broken = ~np.isfinite(diff)
     out = np.divide(diff, scale, out=np.where(diff > 0, np.inf, 0.0), where=~broken & (scale > 0))
     out[broken] = np.inf
@@ -89,14 +96,21 @@ def measured(bound: dict, dtype: str, floor: float):
     Compares the tensors the bound covers: dy and dz only where the measurement gave them too."""
     u = float(np.finfo(dtype).eps) / 2  # the unit roundoff: round to nearest is off by at most half an ulp
     bounds = {tname: a for tname, _, a in contract.tensors(bound)}
+    allowances = {}  # {tensor name: (2 u bound + floor, whether all of it is past 0)}, made once for every pair
 
     def allowance(tname, a, b):
         if tname not in bounds:
             return None
         bound_of = np.asarray(bounds[tname])
+        if tname not in allowances:
+            allowances.clear()  # the tensors come one at a time: the last one's is not needed again
+            allowed = 2 * u * bound_of + floor
+            allowances[tname] = allowed, bool(allowed.size and allowed.min() > 0)
+        allowed, positive = allowances[tname]
         with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.abs(a - b)
-            used = ratio(diff, np.broadcast_to(2 * u * bound_of + floor, diff.shape))
+            diff = np.subtract(a, b)
+            diff = np.abs(diff, out=diff if diff.ndim else None)
+            used = ratio(diff, np.broadcast_to(allowed, diff.shape), positive and allowed.shape == diff.shape)
 
         # rel and allowed are read at one element only (a mismatch, the largest): worked out there,
         # not as two more arrays of the tensor's size for every pair.
