@@ -176,7 +176,8 @@ def loss_and_grads(
         result = {
             "loss": np.asarray(loss),
             "output": np.asarray(output),
-            "dW": [np.asarray(d["kernel"].T) for d in linears],  # Flax (in, out) -> torch (out, in)
+            # Flax (in, out) -> torch (out, in), in NumPy: a JAX transpose compiles per shape.
+            "dW": [np.ascontiguousarray(np.asarray(d["kernel"]).T) for d in linears],
             "db": [np.asarray(d["bias"]) for d in linears],
             "dx": np.asarray(dx),
         }

@@ -156,7 +156,9 @@ def loss_and_grads(
             # {0: LayerNorm's, 1: Linear's} for pre-LN, else {0: Linear's}
             steps = dlayers[j]["layers"]
             linear = steps[len(steps) - 1]
-            found = {"dW": np.swapaxes(linear["kernel"], -1, -2), "db": linear["bias"]}
+            # Transposed in NumPy: a JAX transpose (np.swapaxes calls the array's own) compiles per shape.
+            dW = np.ascontiguousarray(np.swapaxes(np.asarray(linear["kernel"]), -1, -2))
+            found = {"dW": dW, "db": linear["bias"]}
             if len(steps) == 2:
                 found |= {"dscale": steps[0]["scale"], "dshift": steps[0]["shift"]}
             for key, grad in found.items():  # a run's (L, ...) as L arrays, one layer's as itself
