@@ -156,7 +156,7 @@ def loss_and_grads(
             # {0: LayerNorm's, 1: Linear's} for pre-LN, else {0: Linear's}
             steps = dlayers[j]["layers"]
             linear = steps[len(steps) - 1]
-            # Transposed in NumPy: a JAX transpose (np.swapaxes calls the array's own) compiles per shape.
+            # In NumPy: a JAX transpose (np.swapaxes calls the array's own) compiles per shape.
             dW = np.ascontiguousarray(np.swapaxes(np.asarray(linear["kernel"]), -1, -2))
             found = {"dW": dW, "db": linear["bias"]}
             if len(steps) == 2:
