@@ -199,32 +199,28 @@ def test_running_out_of_memory_anyway_is_one_line(capsys, monkeypatch):
 
 
 FREED_PAGES = """
-import sys
 import numpy as np
 from shortcut_gradients.plumbing import resources
-def rss():
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) * 1024
-if sys.argv[1] == "keep":
-    resources.keep_freed_memory()
-before = rss()
-a = np.ones(2**25)  # 256 MiB, touched
-del a
-kept = rss() - before
+def rss():  # MiB resident
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) / 1024
+def kept_after_a_free():  # MiB still resident after a 64 MiB array is touched and freed
+    before = rss()
+    a = np.ones(2**23)
+    del a
+    return rss() - before
+left_to_glibc = kept_after_a_free()
+start = rss()
+resources.keep_freed_memory()
+kept = kept_after_a_free()
 resources.give_back_freed_memory()
-print(kept, rss() - before)
+print(left_to_glibc, kept, rss() - start)
 """
 
 
 @pytest.mark.skipif(resources.glibc() is None, reason="glibc's mallopt and malloc_trim: elsewhere both do nothing")
 def test_freed_pages_stay_for_the_next_arrays_until_given_back():
     """compare.py keeps a freed array's pages for the next one (no fresh page faults per perturbed
-    run) and gives them back between stages; left to glibc, a freed 256 MiB array goes back at once."""
-
-    def run(way):
-        done = subprocess.run([sys.executable, "-c", FREED_PAGES, way], cwd=ROOT, capture_output=True, text=True)
-        return [int(v) / 2**20 for v in done.stdout.split()]
-
-    kept, after_giving_back = run("keep")
-    assert kept > 200 and after_giving_back < 50
-    kept, _ = run("default")
-    assert kept < 50
+    run) and gives them back between stages; left to glibc, a freed 64 MiB array goes back at once."""
+    done = subprocess.run([sys.executable, "-c", FREED_PAGES], cwd=ROOT, capture_output=True, text=True)
+    left_to_glibc, kept, after_giving_back = map(float, done.stdout.split())
+    assert left_to_glibc < 16 and kept > 48 and after_giving_back < 16
