@@ -178,6 +178,16 @@ def test_the_perturbed_runs_are_float32_only_where_every_tensor_is_in_its_reach(
         assert batch.dtype == dtype and batch.perturbation == bounds.PERTURBATION[dtype]
 
 
+def test_a_vanishing_gradient_is_in_float32s_reach_down_to_2_to_the_minus_64():
+    """20 layers of width 8 without shortcuts, weights times 0.5: the first layer's dW has vanished
+    to 2^-59, in reach (float32 runs); times 0.35, to 2^-69, out of it (float64)."""
+    rng = np.random.default_rng(0)
+    for gain, (smallest, dtype) in ((0.5, (-59, "float32")), (0.35, (-69, "float64"))):
+        params = [(gain * W, b) for W, b in seeded_params((8,) * 21, 5)]
+        batch = bounds.Batch(params, rng.normal(size=(4, 8)), rng.normal(size=(4, 8)), False, "tanh", "none", 16, False)
+        assert (np.log2(min(batch.scales)), batch.dtype) == (smallest, dtype)
+
+
 def small_weights(tmp_path, scale=1e-2):
     """The book's weights times `scale`, as a weights file: at 1e-2 every pre-activation stays near
     0, where the two GELU forms differ by less than float32 can resolve (float64 can); at 1e-6
@@ -472,3 +482,33 @@ def test_the_first_draw_and_its_mirror_run_side_by_side_and_put_the_gelu_back(mo
         propagated = bounds.propagated_rounding(batch, 4)
         assert batch.dtype == dtype and (fast.gelu_forward, fast.gelu_backward) == originals
         assert all(np.all(np.isfinite(t)) for t in propagated)
+
+
+def test_a_first_chunk_of_rows_that_bends_ends_the_first_draw_there(monkeypatch):
+    """Must pass: where a batch runs in chunks, the first draw's first chunk is held to the
+    linearity rule on its own rows. 16 layers with shortcuts bend there, and the draw stops after
+    that chunk's two runs (nudged and mirrored), not the 32 of all 16 chunks: float64 from there.
+    3 layers do not bend: every chunk runs, and float32 stays."""
+    import impl_numpy.fast as fast
+
+    monkeypatch.setattr(bounds, "CHUNK_ELEMENTS", 1000)  # one row of 17 x 64 activations a chunk
+    rng = np.random.default_rng(0)
+    step = fast.loss_and_grads
+    for layers, gain, (runs, dtype) in ((16, 1.0, (2, "float64")), (3, 0.577, (12, "float32"))):  # 16 and 6 chunks
+        params = [(gain * rng.standard_normal((64, 64)) / 8, 0.1 * rng.standard_normal(64)) for _ in range(layers)]
+        x, target = rng.standard_normal((16, 64)), rng.standard_normal((16, 64))
+        batch = bounds.Batch(params, x, target, True, "tanh", "none", 4, False)
+
+        def add_run(chunks, per_row=batch.per_row):  # propagated_rounding's, its sums only
+            sums = {}
+            for _, part in chunks:
+                for k, t in enumerate(part):
+                    if k not in per_row:
+                        sums[k] = t if k not in sums else sums[k] + t
+            return sums
+
+        calls = []
+        monkeypatch.setattr(fast, "loss_and_grads", lambda *a, calls=calls, **kw: calls.append(1) or step(*a, **kw))
+        kept = bounds.linear_first_draw(batch, add_run)
+        monkeypatch.setattr(fast, "loss_and_grads", step)
+        assert (len(calls), batch.dtype, kept) == (runs, dtype, dtype == "float32")
