@@ -124,8 +124,17 @@ def measure_around(params, x, target, **kw) -> tuple[dict, dict]:
     output, dW, db and dx (dscale and dshift with norm "pre") of the NumPy implementation that
     measures, in the run's own GELU form, the run gelu_form_resolution's `own` takes in place of
     running it again. kw: measure's."""
-    parts, unperturbed = terms_around(params, x, target, **kw)
-    return tensor_floor(combine(*parts.values())), unperturbed
+    batch, unperturbed, propagated, summed = measured_parts(params, x, target, per_row_sums=False, **kw)
+    totals = []  # |e| + propagated + batch, error_terms's three parts added, in propagated's arrays
+    for t, p, b in zip(batch.base, propagated, summed):
+        if not p.ndim:  # the loss
+            totals.append(np.abs(t) + (p + b))
+            continue
+        p += np.abs(t)  # one tensor's |e| at a time, never all of them at once
+        if b is not None:  # None: a per-row tensor, whose sum over rows is 0
+            p += b
+        totals.append(p)
+    return tensor_floor(as_result(batch.names, totals)), unperturbed
 
 
 def scale_of(a: np.ndarray) -> float:
@@ -166,7 +175,15 @@ def error_terms(params, x, target, **kw) -> dict[str, dict]:
     return terms_around(params, x, target, **kw)[0]
 
 
-def terms_around(
+def terms_around(params, x, target, **kw) -> tuple[dict[str, dict], dict]:
+    """(error_terms's parts, the unperturbed result they were measured around, as measure_around's)."""
+    batch, unperturbed, propagated, summed = measured_parts(params, x, target, **kw)
+    own = [np.abs(t) for t in batch.base]  # new arrays, made now that the draws' are freed: base is the unperturbed run
+    parts = {"own": own, "propagated": propagated, "batch": summed}
+    return {name: as_result(batch.names, terms) for name, terms in parts.items()}, unperturbed
+
+
+def measured_parts(
     params,
     x,
     target,
@@ -178,8 +195,11 @@ def terms_around(
     groups: int = GROUPS,
     intermediates: bool = True,
     progress: Callable[[str], None] | None = None,
-) -> tuple[dict[str, dict], dict]:
-    """(error_terms's parts, the unperturbed result they were measured around, as measure_around's)."""
+    per_row_sums: bool = True,
+) -> tuple:
+    """(the Batch, the unperturbed result, the propagated part and the batch part, both listed in
+    batch.names order): what terms_around and measure_around put together. per_row_sums=False:
+    None in the batch part for each per-row tensor, in place of its zeros."""
     say = progress or (lambda text: None)
     params = [tuple(np.asarray(a, np.float64) for a in layer) for layer in params]
     x, target = np.asarray(x, np.float64), np.asarray(target, np.float64)
@@ -188,10 +208,7 @@ def terms_around(
     kept = [(name, t) for name, t in zip(batch.names, batch.base) if name in batch.compared]
     unperturbed = as_result([name for name, _ in kept], [t for _, t in kept])  # base's own arrays, left as they are
     propagated = propagated_rounding(batch, draws, say)
-    summed = batch_rounding(batch)
-    own = [np.abs(t) for t in batch.base]  # new arrays, made now that the draws' are freed: base is the unperturbed run
-    parts = {"own": own, "propagated": propagated, "batch": summed}
-    return {name: as_result(batch.names, terms) for name, terms in parts.items()}, unperturbed
+    return batch, unperturbed, propagated, batch_rounding(batch, per_row_sums)
 
 
 def measuring(norm: str) -> ModuleType:
@@ -707,10 +724,10 @@ def even_odd_squares(t0, t1, t2, s: float) -> np.ndarray:
     return np.array([even, np.dot(odd, odd)])
 
 
-def batch_rounding(batch: Batch) -> list[np.ndarray]:
+def batch_rounding(batch: Batch, per_row_sums: bool = True) -> list[np.ndarray | None]:
     """The sum over rows behind dW, db and the loss (module docstring); zeros for the per-row
-    output and dx, and for dW and db when there is one row."""
-    terms = [np.zeros(t.shape) for t in batch.base]
+    output and dx (None with per_row_sums=False), and for dW and db when there is one row."""
+    terms = [None if k in batch.per_row and not per_row_sums else np.zeros(t.shape) for k, t in enumerate(batch.base)]
     terms[0] = batch.n_out * np.abs(batch.base[0])  # the loss: n_out squares, none negative
     if not batch.split:
         return terms
@@ -753,27 +770,6 @@ def as_result(names: list[str], terms: list[np.ndarray]) -> dict:
         result["dscale"] = [by_name[f"norms.{i}.scale"] for i in range(n_layers)]
         result["dshift"] = [by_name[f"norms.{i}.shift"] for i in range(n_layers)]
     return result
-
-
-def combine(*parts: dict) -> dict:
-    """The element-by-element sum of result-like dicts with the same keys, added into the first
-    one's arrays where they are float64 arrays (measure's parts are used once)."""
-
-    def add(first, others):
-        total = np.asarray(first, np.float64)
-        if not total.ndim:
-            return total + sum(others)
-        for other in others:
-            total += other
-        return total
-
-    first = parts[0]
-    return {
-        key: [add(value[i], [p[key][i] for p in parts[1:]]) for i in range(len(value))]
-        if isinstance(value, list)
-        else add(value, [p[key] for p in parts[1:]])
-        for key, value in first.items()
-    }
 
 
 def gelu_form_resolution(params, x, target, bound: dict, dtype: str, own: dict | None = None, **kw) -> dict:

@@ -95,13 +95,13 @@ def gather(
         kw = {"use_shortcut": use_shortcut, "gelu_form": gelu}
         # norm only when it is "pre": an implementation written to the book's contract never sees it.
         kw |= {"norm": norm} if norm != "none" else {}
-        results, left_out = validated_results(fns, data, kw, dtype)
-        resources.give_back_freed_memory()  # the frameworks' working memory, before the bound's
+        results, left_out = validated_results(fns, data, kw, dtype)  # each step's working memory given back
         taking_part = {name: fn for name, fn in fns.items() if name not in left_out}
         tell(f"{setting}: measuring the rounding bound")
         # dy and dz are bounded only where a pair will compare them: each is as large as the output.
         steps = sum(all(key in r for key in contract.INTERMEDIATES) for name, r in results.items() if name != ORACLE)
         measured, unperturbed = bound.measure_around(*own_copies(*data), **kw, intermediates=steps > 1, progress=progress)
+        resources.give_back_freed_memory()  # the draws' working memory, before the comparison's
         means = {
             name: {
                 "loss": float(r["loss"]),
@@ -172,6 +172,7 @@ def validated_results(fns: dict, data: tuple, kw: dict, dtype: str) -> tuple[dic
         except NotImplementedError as err:
             # A user's arrives with its located line: their file, line and message.
             left_out[name] = getattr(err, "description", None) or f"NotImplementedError: {err}"
+        resources.give_back_freed_memory()  # one step's working memory, before the next one's
     if not any(name != ORACLE for name in raw):
         reasons = "; ".join(f"{name}: {why}" for name, why in left_out.items())
         raise InputError(f"every implementation raised NotImplementedError for this configuration ({reasons})")
