@@ -380,7 +380,8 @@ def in_chunks(module: ModuleType, params, x, target, kw: dict, noise=contextlib.
 
 
 def add_to(total, value):
-    """total + value, for an array or a list of arrays (a per-layer entry), summed as Python's sum would."""
+    """total + value, for an array or a list of arrays (a per-layer entry): the chunks' shares
+    added from the first one on (an element that is -0.0 in every chunk stays -0.0, as one call's)."""
     if isinstance(value, list):
         return [t + v for t, v in zip(total, value)]
     return total + value
