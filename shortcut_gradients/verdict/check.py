@@ -53,7 +53,7 @@ def relative_error(a, b, tol: float, eps: float) -> np.ndarray:
     floor = NOISE_ULPS * eps * size / tol
     scale = np.maximum(scale, floor, out=scale if scale.ndim else None)
     if everywhere and floor > 0 and diff.ndim:  # every scale is past 0
-        return np.divide(diff, scale, out=diff if diff.ndim else None)
+        return np.divide(diff, scale, out=diff)
     if everywhere:
         return np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
     rel = np.divide(diff, scale, out=np.zeros_like(diff), where=finite & (scale > 0))
