@@ -7,6 +7,8 @@ addition: the fixed per-dtype tolerance flags 1024 such rows as DISAGREE, the bo
 docs/tolerances.md has the derivation and the survey at size.
 """
 
+import json
+
 import numpy as np
 import pytest
 from conftest import needs
@@ -135,6 +137,28 @@ def test_the_rule_is_2u_times_the_bound():
             assert first["rel_diff"] == pytest.approx(share * first["allowed"], abs=0.015 * first["allowed"])
     broken = {**base, "dx": np.full_like(base["dx"], np.nan)}
     assert not check.compare({"a": broken, "b": broken}, "float64", b)["agree"]
+
+
+def test_float32_results_are_compared_in_float64_as_they_are_and_left_untouched():
+    """The comparison takes float32 results without float64 copies: its report is the one their
+    float64 copies get, to the bit, under the bound and the fixed rule, with a mismatch, a NaN and
+    an inf among them; the results are not written into."""
+    params, x, target = seeded_params((8, 16, 16, 4), 3), np.random.default_rng(1).standard_normal((64, 8)), None
+    target = np.zeros((64, 4))
+    results = run(("torch", "numpy"), params, x, target, "float32")
+    moved = {**results["numpy"], "dx": results["numpy"]["dx"].copy(), "output": results["numpy"]["output"].copy()}
+    moved["dx"][5, 3] *= np.float32(1.001)
+    moved["output"][7, 1], moved["output"][9, 2] = np.nan, np.inf
+    results["numpy"] = moved
+    as_float64 = {name: {k: [np.float64(a) for a in v] if isinstance(v, list) else np.float64(v) for k, v in r.items()} for name, r in results.items()}
+    kept = {name: [t.copy() for _, _, t in contract.tensors(r, False)] for name, r in results.items()}
+    b = bound(params, x, target)
+    for rule_bound in (b, None):
+        as_they_are, copied = (check.compare(r, "float32", rule_bound) for r in (results, as_float64))
+        assert json.dumps(as_they_are, sort_keys=True) == json.dumps(copied, sort_keys=True)  # NaN as NaN
+    for name, r in results.items():
+        for before, (_, _, after) in zip(kept[name], contract.tensors(r, False)):
+            np.testing.assert_array_equal(before, after)
 
 
 def test_bound_has_the_result_shapes_and_covers_the_element_itself():

@@ -37,15 +37,17 @@ NOISE_ULPS = 32
 def relative_error(a, b, tol: float, eps: float) -> np.ndarray:
     """|a - b| / max(|a|, |b|, floor) elementwise, in float64; 0 where a and b are both 0.
 
-    a, b: arrays of one shape. floor = NOISE_ULPS * eps * max|T| / tol: at the floor, an
-    error of NOISE_ULPS ulps of the tensor's largest element is exactly the tolerance.
+    a, b: arrays of one shape, any float dtype: the arithmetic is float64's (each ufunc casts its
+    inputs as it goes, so no float64 copy of either is made). floor = NOISE_ULPS * eps * max|T| /
+    tol: at the floor, an error of NOISE_ULPS ulps of the tensor's largest element is exactly the
+    tolerance.
     """
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = np.asarray(a), np.asarray(b)
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: such elements are marked below
-        diff = np.subtract(a, b)
+        diff = np.subtract(a, b, dtype=np.float64)
         diff = np.abs(diff, out=diff if diff.ndim else None)
-        scale = np.abs(a)
-        scale = np.maximum(scale, np.abs(b), out=scale if scale.ndim else None)
+        scale = np.abs(a, dtype=np.float64)
+        scale = np.maximum(scale, np.abs(b), out=scale if scale.ndim else None)  # |b| exact in its own dtype
     # a - b is finite only where a and b both are (or overflowed: the careful way below then)
     everywhere = not diff.size or bool(np.isfinite(diff.max()))  # the usual case, with no masked copies to make
     finite = None if everywhere else np.isfinite(a) & np.isfinite(b)
@@ -62,19 +64,21 @@ def relative_error(a, b, tol: float, eps: float) -> np.ndarray:
     return rel
 
 
-def ratio(diff: np.ndarray, scale: np.ndarray, scale_positive: bool = False) -> np.ndarray:
+def ratio(diff: np.ndarray, scale: np.ndarray, scale_positive: bool = False, in_place: bool = False) -> np.ndarray:
     """diff / scale elementwise: 0 where diff is 0, inf where only scale is, and inf where diff is
     NaN or inf (a value that broke never agrees, not even with another NaN). scale_positive: the
-    caller knows every scale is past 0, and a diff whose elements are all finite is divided as it is."""
+    caller knows every scale is past 0, and a diff whose elements are all finite is divided as it
+    is (into diff's own array where in_place: the caller does not need diff again)."""
     if scale_positive and diff.ndim and diff.size and np.isfinite(diff.max()):
-        return np.divide(diff, scale)
+        return np.divide(diff, scale, out=diff if in_place else None)
     broken = ~np.isfinite(diff)
     out = np.divide(diff, scale, out=np.where(diff > 0, np.inf, 0.0), where=~broken & (scale > 0))
     out[broken] = np.inf
     return out
 
 
-# An allowance: (tensor name, a, b), both float64 arrays of one shape -> (used, rel, allowed), each
+# An allowance: (tensor name, a, b), arrays of one shape as the implementations gave them (each
+# allowance works in float64) -> (used, rel, allowed), each
 # element's share of its allowance (> 1: they differ), its relative difference as a mismatch
 # reports it, and the allowance as a relative difference (rel and allowed: arrays, or AtElement
 # where only single elements are read); or None where it does not compare that tensor.
@@ -108,20 +112,22 @@ def measured(bound: dict, dtype: str, floor: float):
             allowances[tname] = allowed, bool(allowed.size and allowed.min() > 0)
         allowed, positive = allowances[tname]
         with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.subtract(a, b)
+            diff = np.subtract(a, b, dtype=np.float64)
             diff = np.abs(diff, out=diff if diff.ndim else None)
-            used = ratio(diff, np.broadcast_to(allowed, diff.shape), positive and allowed.shape == diff.shape)
+            used = ratio(diff, np.broadcast_to(allowed, diff.shape), positive and allowed.shape == diff.shape, in_place=True)
 
         # rel and allowed are read at one element only (a mismatch, the largest): worked out there,
         # not as two more arrays of the tensor's size for every pair.
         def scale_at(idx):
-            return np.maximum(np.abs(a[idx]), np.abs(b[idx]))
+            return np.maximum(np.abs(np.float64(a[idx])), np.abs(np.float64(b[idx])))
 
         def rel_at(idx):
-            return float(ratio(np.asarray(diff[idx]), np.asarray(scale_at(idx))))
+            with np.errstate(invalid="ignore", over="ignore"):
+                diff_at = np.abs(np.subtract(a[idx], b[idx], dtype=np.float64))
+            return float(ratio(np.asarray(diff_at), np.asarray(scale_at(idx))))
 
         def allowed_at(idx):
-            allowed_abs, scale = 2 * u * np.broadcast_to(bound_of, diff.shape)[idx] + floor, scale_at(idx)
+            allowed_abs, scale = 2 * u * np.broadcast_to(bound_of, np.shape(a))[idx] + floor, scale_at(idx)
             return float(allowed_abs / scale) if scale > 0 else np.inf  # a subnormal scale: inf
 
         return used, AtElement(rel_at), AtElement(allowed_at)
@@ -142,17 +148,17 @@ class AtElement:
 def elementwise(listed: dict, pairs: list, order: list, allowance):
     """The one comparison loop: every pair on every tensor of `order`, in that (backprop) order.
 
-    listed: {name: {tensor name: (layer, array)}}, each array taken to float64 when its tensor's
-    turn comes (one tensor's copies alive at a time); pairs: [(a, b)], compared where both
+    listed: {name: {tensor name: (layer, array)}}, each array given to the allowance as it is (in
+    its own dtype: no float64 copy of a batch-sized tensor); pairs: [(a, b)], compared where both
     give the tensor and the allowance covers it. Yields (tensor name, layer, {(a, b): (used, rel,
-    allowed)}, first, {name: its float64 array of the tensor}): first is None while every element so far agrees, then the first element
+    allowed)}, first, {name: its array of the tensor}): first is None while every element so far agrees, then the first element
     over its allowance: tensor, layer, index, frameworks, values, rel_diff and allowed (the same
     ratio's allowance there).
     """
     first = None
     for tname in order:
         layer = next(entries[tname][0] for entries in listed.values() if tname in entries)
-        values = {name: np.asarray(entries[tname][1], np.float64) for name, entries in listed.items() if tname in entries}
+        values = {name: np.asarray(entries[tname][1]) for name, entries in listed.items() if tname in entries}
         shares = {}
         for a, b in pairs:
             if tname not in listed[a] or tname not in listed[b]:

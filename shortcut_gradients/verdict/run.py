@@ -100,7 +100,7 @@ def gather(
         tell(f"{setting}: measuring the rounding bound")
         # dy and dz are bounded only where a pair will compare them: each is as large as the output.
         steps = sum(all(key in r for key in contract.INTERMEDIATES) for name, r in results.items() if name != ORACLE)
-        measured, unperturbed = bound.measure_around(*own_copies(*data), **kw, intermediates=steps > 1, progress=progress)
+        measured, unperturbed = bound.measure_around(*read_only(*data), **kw, intermediates=steps > 1, progress=progress)
         resources.give_back_freed_memory()  # the draws' working memory, before the comparison's
         means = {
             name: {
@@ -117,7 +117,7 @@ def gather(
             dtype=dtype,
             compared=compared - len(left_out),
             comparison=check.compare(results, dtype, measured),
-            resolution=bound.gelu_form_resolution(*own_copies(*data), measured, dtype, own=unperturbed, **kw),
+            resolution=bound.gelu_form_resolution(*read_only(*data), measured, dtype, own=unperturbed, **kw),
             overflow=overflow,
             oracle=oracle.compare(results, oracle_result, dtype, measured) if oracle_result else None,
             book=check.against_book(results, book, BOOK_RTOL) if book else None,
@@ -147,6 +147,18 @@ def gather(
         del results, measured, unperturbed, rerun_results, gathered  # before the next setting's runs
         resources.give_back_freed_memory()
     return runs
+
+
+def read_only(params, x, target) -> tuple[list, np.ndarray, np.ndarray]:
+    """Read-only views of (params, x, target), for the checker's own measurement: writing into
+    them raises, and no batch-sized copy is made (an implementation gets `own_copies`)."""
+
+    def frozen(a):
+        a = np.asarray(a).view()
+        a.setflags(write=False)
+        return a
+
+    return [tuple(frozen(a) for a in layer) for layer in params], frozen(x), frozen(target)
 
 
 def own_copies(params, x, target) -> tuple[list, np.ndarray, np.ndarray]:
@@ -199,7 +211,7 @@ def float64_rerun(fns: dict, data: tuple, kw: dict, measured: dict, unperturbed:
     the forms either, an implementation (a user's) raised in float64, or a result came out inf or
     NaN. A result that breaks the contract is bad input. Second: {name: float64 result}, those
     compared (empty where none was), for the diagnosis."""
-    resolution = bound.gelu_form_resolution(*own_copies(*data), measured, "float64", own=unperturbed, **kw)
+    resolution = bound.gelu_form_resolution(*read_only(*data), measured, "float64", own=unperturbed, **kw)
     if not resolution["resolved"]:
         return {
             "gelu_form_resolution": resolution,
@@ -232,7 +244,7 @@ def first_overflow(results: dict) -> dict | None:
     listed = {name: check.tensors(result) for name, result in results.items()}
     for k, (tname, _, _) in enumerate(next(iter(listed.values()))):
         broken = [
-            name for name, items in listed.items() if not np.all(np.isfinite(np.asarray(items[k][2], np.float64)))
+            name for name, items in listed.items() if not np.all(np.isfinite(np.asarray(items[k][2])))
         ]
         if broken:
             return {"tensor": tname, "frameworks": broken}
