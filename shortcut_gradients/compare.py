@@ -308,6 +308,7 @@ def main_exit() -> None:
 
     files.exit_on_signals("compare.py")
     resources.keep_freed_memory()
+    resources.plain_pages()
     sys.exit(main())
 
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,3 +225,40 @@ def test_freed_pages_stay_for_the_next_arrays_until_given_back():
     done = subprocess.run([sys.executable, "-c", FREED_PAGES], cwd=ROOT, capture_output=True, text=True)
     left_to_glibc, kept, after_giving_back = map(float, done.stdout.split())
     assert left_to_glibc < 16 and kept > 48 and after_giving_back < 16
+
+
+HUGE_PAGES = """
+import numpy as np
+from shortcut_gradients.plumbing import resources
+def huge_mib():  # MiB of the process's anonymous memory in transparent huge pages
+    rollup = open("/proc/self/smaps_rollup").read().splitlines()
+    return next(int(line.split()[1]) for line in rollup if line.startswith("AnonHugePages")) / 1024
+def grown_by_a_fresh_array():  # MiB more in huge pages while a fresh 64 MiB array is touched
+    before = huge_mib()
+    a = np.ones(2**23)
+    grown = huge_mib() - before
+    del a
+    return grown
+left_to_numpy = grown_by_a_fresh_array()
+resources.plain_pages()
+print(left_to_numpy, grown_by_a_fresh_array())
+"""
+
+
+def transparent_huge_pages() -> str:
+    """The kernel's transparent huge page setting ("always", "madvise", "never"), or "" where unknown."""
+    try:
+        setting = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return ""
+    return setting[setting.find("[") + 1 : setting.find("]")]
+
+
+@pytest.mark.skipif(transparent_huge_pages() != "madvise", reason="huge pages only when asked: elsewhere NumPy's hint changes nothing")
+def test_compares_fresh_arrays_get_plain_pages():
+    """compare.py stops NumPy's huge-page hint: a fresh 64 MiB array then takes no huge pages, where
+    the kernel gives them only when asked (and compacts memory on the fault to find them)."""
+    done = subprocess.run([sys.executable, "-c", HUGE_PAGES], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    left_to_numpy, plain = map(float, done.stdout.split())
+    assert plain < 2, (left_to_numpy, plain)

@@ -227,6 +227,21 @@ def keep_freed_memory() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # an int: the most it takes
 
 
+def plain_pages() -> None:
+    """Stop NumPy asking the kernel for transparent huge pages for its arrays (elsewhere nothing).
+
+    NumPy advises huge pages (madvise MADV_HUGEPAGE) for every array of 4 MiB or more. Where the
+    kernel grants them only when asked, and compacts memory to find one on the fault itself (Linux's
+    "madvise" setting of both, as on this project's machine), every fresh batch-sized array waits
+    on that compaction, and give_back_freed_memory splits the pages again: docs/performance.md
+    measures the cost. Set once, for the whole process: the command's own, never a library's."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # a NumPy without the switch
+        return
+    _set_madvise_hugepage(False)
+
+
 @functools.cache
 def glibc():
     """glibc, for its malloc_trim and mallopt, or None where the C library is not glibc."""
