@@ -1,4 +1,4 @@
-"""What fresh pages cost numpy-fast's step: glibc's default against freed pages kept, in one run.
+"""What fresh pages cost numpy-fast's step: glibc's and NumPy's defaults against freed pages kept and plain pages, in one run.
 
     python -m benchmarks.fresh_pages                    # batch 256, width 1024, depths 8 and 32
     python -m benchmarks.fresh_pages --depths 8 --rounds 3
@@ -6,8 +6,10 @@
 A step returns fresh arrays (each layer's dW, and its z and Phi along the way). glibc hands big
 freed blocks back to the system and maps new ones for the next step, so every step pays those
 pages' faults again; told to keep freed pages (shortcut_gradients.plumbing.resources.
-keep_freed_memory, what compare.py does for its own process), the next step reuses them. Each
-setting runs in a process of its own (the setting is process-wide), the two taking turns per round:
+keep_freed_memory, what compare.py does for its own process), the next step reuses them. NumPy
+asks for transparent huge pages for each array of 4 MiB or more, which a kernel set to grant them
+on request may compact memory for on the fault; "plain" turns the hint off (resources.plain_pages,
+compare.py's too). Each setting runs in a process of its own (each is process-wide), the four taking turns per round:
 the floor (benchmarks/steps.py: the three matrix products per layer into preallocated outputs),
 the step, and inside the step the GELU's forward and backward, timed around fast.py's own
 functions; "the rest" is the step less those two (the products, the loss, the sums). Medians
@@ -29,16 +31,18 @@ if str(ROOT) not in sys.path:
 from shortcut_gradients.cli import OneLineParser, parse_ints  # noqa: E402
 from shortcut_gradients.plumbing.config import InputError  # noqa: E402
 
-SETTINGS = ("default", "kept")
+SETTINGS = ("default", "plain", "kept", "kept+plain")  # "+": both, what compare.py does
 STEPS = 40  # timed steps per figure, after 3 untimed
 
 
 def measure(setting: str, batch: int, width: int, depth: int) -> dict:
     """In this process: {floor, step, forward, backward} in seconds, medians or means over STEPS steps."""
-    if setting == "kept":
-        from shortcut_gradients.plumbing import resources
+    from shortcut_gradients.plumbing import resources
 
+    if "kept" in setting:
         resources.keep_freed_memory()
+    if "plain" in setting:
+        resources.plain_pages()
     import impl_numpy.fast as fast
     from benchmarks import steps
 
@@ -121,7 +125,7 @@ def main(argv=None) -> int:
             ms = {key: 1e3 * statistics.median(r[key] for r in runs[setting]) for key in runs[setting][0]}
             rest = ms["step"] - ms["forward"] - ms["backward"]
             print(
-                f"batch {batch} width {width} depth {depth}, pages {setting:7s}: floor {ms['floor']:.1f} ms,"
+                f"batch {batch} width {width} depth {depth}, pages {setting:10s}: floor {ms['floor']:.1f} ms,"
                 f" step {ms['step']:.1f} ms (floor/step {ms['floor'] / ms['step']:.2f}); GELU forward"
                 f" {ms['forward']:.1f} ms, backward {ms['backward']:.1f} ms, the rest {rest:.1f} ms"
                 f" ({rest - ms['floor']:+.1f} ms over the floor)"
