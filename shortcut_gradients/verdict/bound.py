@@ -494,7 +494,8 @@ def activation_noise(
         return np.multiply(noise, r, out=noise)
 
     def slope_noise(dout, z, t, form):  # the slope's times |dout|, (...,) like z
-        near = np.minimum(np.abs(z), SATURATED)  # (...,): past it r is 0, and near^3 stays in range
+        near = np.abs(z)
+        near = np.minimum(near, SATURATED, out=near)  # (...,): past it r is 0, and near^3 stays in range
         r = draw(z, near, "slope")
         if form == "tanh":  # 0.5 t + near t^2 k (1 + 3 c near^2)
             slope = np.multiply(near, near)
@@ -658,7 +659,7 @@ def linear_first_draw(batch: Batch, add_run: Callable) -> bool:
     noise = functools.partial(activation_noise, batch.rng, True, batch.module, memo, batch.perturbation)
     plus, minus = batch.run(params, target, noise), batch.run(mirrored, mirrored_target, mirrored_noise)
     base = batch.base
-    checked = [name != "loss" and bool(np.all(np.isfinite(t0))) for name, t0 in zip(batch.names, base)]
+    checked = [name != "loss" and all_finite(t0) for name, t0 in zip(batch.names, base)]
     squares = {k: np.zeros(2) for k in batch.per_row}  # per-row tensors' sum((even / s)^2), sum((odd / s)^2)
     minus_sums, finite, bent_early = {}, True, False
 
@@ -704,19 +705,27 @@ def linear_first_draw(batch: Batch, add_run: Callable) -> bool:
 
 def finite_where(t0, t1, t2) -> bool:
     """Whether a draw's and its mirror's results t1, t2 are finite wherever the unperturbed t0 is."""
+    if all_finite(t1) and all_finite(t2):  # the usual case: no masks to make
+        return True
     return bool(np.all(np.isfinite(t1) & np.isfinite(t2) | ~np.isfinite(t0)))
+
+
+def all_finite(t) -> bool:
+    """Whether every element of t is finite, from its extremes (a NaN or an inf is one of them)."""
+    t = np.asarray(t)
+    return not t.size or bool(np.isfinite(t.max()) and np.isfinite(t.min()))
 
 
 def even_odd_squares(t0, t1, t2, s: float) -> np.ndarray:
     """[sum((even / s)^2), sum((odd / s)^2)] of a draw's move t1 - t0 and its mirror's t2 - t0
     (linear_first_draw): even (t1 + t2) / 2 - t0, odd (t1 - t2) / 2, in float64."""
-    t1, t2 = np.asarray(t1, np.float64).ravel(), np.asarray(t2, np.float64).ravel()  # left as they are
-    part = np.add(t1, t2)  # the one new array: the even part, then the odd
+    t1, t2 = np.ravel(t1), np.ravel(t2)  # left as they are, in their own dtype: each ufunc casts
+    part = np.add(t1, t2, dtype=np.float64)  # the one new array: the even part, then the odd
     part /= 2
     part -= np.ravel(t0)
     part /= s
     even = np.dot(part, part)
-    odd = np.subtract(t1, t2, out=part)
+    odd = np.subtract(t1, t2, out=part, dtype=np.float64)
     odd /= 2 * s
     return np.array([even, np.dot(odd, odd)])
 
