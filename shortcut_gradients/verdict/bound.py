@@ -391,10 +391,11 @@ def as_rows(x, target, d_out: int) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def scaled(value, share: float):
-    """value * share, for an array or a list of arrays (a per-layer entry)."""
+    """value * share in float64, for an array or a list of arrays (a per-layer entry): one new
+    array each, the cast made as the product is (no float64 copy first)."""
     if isinstance(value, list):
-        return [np.asarray(a, np.float64) * share for a in value]
-    return np.asarray(value, np.float64) * share
+        return [np.multiply(a, share, dtype=np.float64) for a in value]
+    return np.multiply(value, share, dtype=np.float64)
 
 
 def nudged(batch: Batch, rows=None):
