@@ -35,7 +35,7 @@ from shortcut_gradients.cli import parse_ints
 from shortcut_gradients.plumbing import frameworks, weights
 from shortcut_gradients.plumbing.config import BOOK_LAYER_SIZES, BOOK_SEED, InputError
 from shortcut_gradients.verdict import bound, check, decide
-from shortcut_gradients.verdict.run import first_overflow, own_copies
+from shortcut_gradients.verdict.run import first_overflow, own_copies, read_only
 
 
 @dataclass(frozen=True)
@@ -241,9 +241,9 @@ def survey(config: SurveyConfig, progress=lambda text: None) -> list[dict]:
         for use_shortcut in (False, True):
             start = time.perf_counter()
             kw = {"use_shortcut": use_shortcut, "gelu_form": config.gelu}
-            measured = bound.measure(*own_copies(params, x, target), **kw)  # float64, once for both dtypes
+            measured = bound.measure(*read_only(params, x, target), **kw)  # float64, once for both dtypes
             for dtype in config.dtypes:
-                resolution = bound.gelu_form_resolution(*own_copies(params, x, target), measured, dtype, **kw)
+                resolution = bound.gelu_form_resolution(*read_only(params, x, target), measured, dtype, **kw)
                 cell = survey_cell(case, dtype, use_shortcut, measured, resolution, fns, config)
                 cell.update(case=case, dtype=dtype, use_shortcut=use_shortcut, gelu_resolution=resolution)
                 cell.update(seconds=time.perf_counter() - start)

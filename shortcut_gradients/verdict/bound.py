@@ -586,12 +586,15 @@ def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = l
     def rows_of(t):  # a per-row tensor as rows (n, d), a view
         return t.reshape(batch.n, -1)
 
+    def add_rows(k, rows, t1):  # a run's rows of per-row tensor k, (r, d): their squared moves into `shared`
+        rows_of(shared[k])[rows] += squared_move(t1, rows_of(base[k])[rows], batch.scales[k])
+
     def add_run(chunks) -> dict[int, np.ndarray]:  # a shared run's squared moves into `shared`, a chunk at a time
         sums = {}  # the batch's sums (loss, dW, db), added up over the chunks; returned for linear_first_draw
         for rows, part in chunks:
             for k, t1 in enumerate(part):
                 if k in per_row:
-                    rows_of(shared[k])[rows] += squared_move(t1, rows_of(base[k])[rows], batch.scales[k])
+                    add_rows(k, rows, t1)
                 else:
                     sums[k] = t1 if k not in sums else sums[k] + t1
         for k, t1 in sums.items():
@@ -619,7 +622,7 @@ def propagated_rounding(batch: Batch, draws: int, say: Callable[[str], None] = l
                 moved = batch.group(params, rows, target)
             for k, t1 in enumerate(moved):
                 if k in per_row:  # the group's rows, in their places among all the rows
-                    rows_of(shared[k])[rows] += squared_move(t1, rows_of(base[k])[rows], batch.scales[k])
+                    add_rows(k, rows, t1)
                 else:
                     independent[k] += squared_move(t1, share[k], batch.scales[k])
             del moved

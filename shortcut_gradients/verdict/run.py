@@ -149,12 +149,12 @@ def gather(
     return runs
 
 
-def read_only(params, x, target) -> tuple[list, np.ndarray, np.ndarray]:
+def read_only(params, x, target, copy: bool = False) -> tuple[list, np.ndarray, np.ndarray]:
     """Read-only views of (params, x, target), for the checker's own measurement: writing into
-    them raises, and no batch-sized copy is made (an implementation gets `own_copies`)."""
+    them raises, and no batch-sized copy is made; copy: fresh read-only copies (`own_copies`)."""
 
     def frozen(a):
-        a = np.asarray(a).view()
+        a = np.array(a, copy=True) if copy else np.asarray(a).view()
         a.setflags(write=False)
         return a
 
@@ -164,13 +164,7 @@ def read_only(params, x, target) -> tuple[list, np.ndarray, np.ndarray]:
 def own_copies(params, x, target) -> tuple[list, np.ndarray, np.ndarray]:
     """Fresh read-only copies of (params, x, target), for one implementation alone: writing into
     them raises, and nothing it does reaches what the next one is given."""
-
-    def frozen(a):
-        a = np.array(a, copy=True)
-        a.setflags(write=False)
-        return a
-
-    return [tuple(frozen(a) for a in layer) for layer in params], frozen(x), frozen(target)
+    return read_only(params, x, target, copy=True)
 
 
 def validated_results(fns: dict, data: tuple, kw: dict, dtype: str) -> tuple[dict, dict]:
