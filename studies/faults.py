@@ -152,9 +152,10 @@ FAULTS = [
         "torch",
         "exact GELU (erf) in torch, tanh in the others",
         wrapped(impl_torch, exact_for_tanh),
-        # float32 without shortcut: the loss and the output move by a fifth of their allowance, the
-        # last layer's dW by about its allowance (0.66 of it with the bound's draws), the layer below's by 2x
-        {**LOSS_BOTH, ("float32", False): "layers.3.0.weight"},
+        # float32 without shortcut: the loss and the output move by a third of their allowance, the
+        # last layer's dW by about its allowance (1.31 of it with the bound's draws; 0.92 with 8 of
+        # them), the layer below's by 2.5x
+        {**LOSS_BOTH, ("float32", False): "layers.4.0.weight"},
     ),
     Fault(
         "gelu-missing",

@@ -90,8 +90,9 @@ def test_batch_allowance_grows_with_the_rows_as_derived():
         allowed[n] = check.compare(results, "float32", bound(params, x, target))["allowed_rel_diff"]
         assert min(v for k, v in allowed[n].items() if k.endswith("weight")) >= n * u
     assert allowed[4096]["layers.0.0.weight"] > 3 * allowed[1024]["layers.0.0.weight"]
-    # the same up to the perturbed runs' sampling (8 draws: within a factor 1.5 here)
-    assert allowed[4096]["output"] == pytest.approx(allowed[1024]["output"], rel=0.5)
+    # the same up to the perturbed runs' sampling (6 draws: 1.56 times here, dW's 3.4 times): within
+    # a factor 2, the geometric middle between staying put and growing with the rows (4 times)
+    assert 0.5 < allowed[4096]["output"] / allowed[1024]["output"] < 2
     assert allowed[4096]["output"] < 0.1 * allowed[4096]["layers.0.0.weight"]
 
 
@@ -306,7 +307,7 @@ def test_the_fast_step_measures_the_bound_the_reference_would(monkeypatch):
     """Must pass: measured with impl_numpy.fast (the book's network) or with the reference
     impl_numpy.model, the bound is the same to the perturbed runs' rounding: the runs draw the same
     numbers in the same order and the two float32 steps differ by a few ulps, 2^-24 each against
-    a 2^-12 move (measured: at most 1.7e-4 relative). 1e-3 passes that and catches a perturbed
+    a 2^-12 move (measured: at most 1.3e-4 relative). 1e-3 passes that and catches a perturbed
     GELU left out of either step (the bound then moves by 1.5 to 36 relative here) or draws taken
     out of order."""
     import impl_numpy.fast

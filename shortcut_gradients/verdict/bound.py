@@ -17,7 +17,7 @@ fast.py does not run (`measuring`). Its GELU is the one the measurement patches
 and tensors are in float32's reach (FLOAT32_REACH) and the first draw shows the moves linear at
 that size (linear_first_draw), else float64 with a 2^-30 one: either way the run's own rounding
 is 2^-12 of the move or less. On the book's network, with the same draws, the float32 runs' bound
-is the float64 runs' to 0.5%; fast.py's and the reference's agree to 1.7e-4 (tests/test_tolerance.py).
+is the float64 runs' to 0.6%; fast.py's and the reference's agree to 1.3e-4 (tests/test_tolerance.py).
 Per element e, in units of u:
 
     bound(e) = |e|              the element's own final rounding
@@ -33,8 +33,8 @@ weights by as many roundings as its sums make (and the target by the last layer'
 element as its roundings would, however deep the network. Half the runs nudge the whole batch
 alike, as identical rows round alike; the others give random groups of rows each their own nudge,
 as distinct rows round independently (each group's gradients scaled to its share of the
-batch's, input gradients included). The random numbers r behind the nudges are uniform, of mean
-square 1: a root-mean-square move depends on nothing else of their distribution. The GELU is not backward stable in its negative tail (1 +
+batch's, input gradients included). The random numbers r behind the nudges are random signs, of
+mean square 1: a root-mean-square move depends on nothing else of their distribution. The GELU is not backward stable in its negative tail (1 +
 tanh or 1 + erf cancels), so the runs also perturb the GELU itself by the error its special
 function may leave (activation_noise): no nudge to the weights reproduces that.
 
@@ -92,9 +92,10 @@ SPECIAL_FUNCTION_ERROR = 7.0
 SATURATED = 9.0
 # The tanh form's u(z) = k (z + c z^3), for its slope u'(z) in the error of 1 - tanh^2.
 TANH_K, TANH_C = math.sqrt(2.0 / math.pi), 0.044715
-# Perturbed float64 runs, half shared and half grouped: enough that a root-mean-square move is
-# near its standard deviation; where it falls short the tensor's floor takes over.
-DRAWS = 8
+# Perturbed runs, half shared and half grouped: enough that a root-mean-square move is near its
+# standard deviation (within a factor 2 for 96% of per-row elements; 8 runs: 98%); where it falls
+# short the tensor's floor takes over. The survey reads the same with 6 as with 8 (docs/tolerances.md).
+DRAWS = 6
 # Random groups of rows: GROUPS - 1 degrees of freedom for the rows' spread, and all the groups
 # together cost one float64 run of the batch.
 GROUPS = 16
@@ -114,7 +115,7 @@ def measure(params, x, target, *, progress: Callable[[str], None] | None = None,
     reference returns them, unless intermediates=False), the sum of `error_terms`'s three parts;
     kw are its keywords: use_shortcut and gelu_form, and optionally norm, draws, groups and
     intermediates. progress, if given, is called with a short text at each stage ("bound: draw 3
-    of 8"), for a long run's progress line.
+    of 6"), for a long run's progress line.
     """
     return measure_around(params, x, target, progress=progress, **kw)[0]
 
@@ -150,9 +151,12 @@ def scale_of(a: np.ndarray) -> float:
 
 
 def root_mean_square(b: np.ndarray) -> float:
-    """sqrt(mean(b^2)), without squaring b's own size into underflow or overflow."""
+    """sqrt(mean(b^2)), without squaring b's own size into underflow or overflow: b over its
+    scale (a power of two, so the division is exact), in one new array, then its dot product
+    with itself."""
     s = scale_of(b)
-    return s * float(np.sqrt(np.mean((b / s) ** 2)))
+    scaled = np.divide(np.ravel(b), s, dtype=np.float64)  # (b.size,)
+    return s * float(np.sqrt(np.dot(scaled, scaled) / scaled.size))
 
 
 def tensor_floor(bound: dict) -> dict:
@@ -406,9 +410,7 @@ def nudged(batch: Batch, rows=None):
     whose weights stand in for them, as every other layer's have."""
 
     def draw(shape, scale):  # P scale r, in the runs' dtype (P: batch.perturbation)
-        r = unit_draws(batch.rng, shape, batch.dtype)
-        r *= batch.perturbation * scale
-        return r
+        return unit_draws(batch.rng, shape, batch.dtype, batch.perturbation * scale)
 
     def nudge(a, scale):  # a (1 + P scale r), built in the draw's own array
         moved = draw(a.shape, scale)
@@ -423,18 +425,26 @@ def nudged(batch: Batch, rows=None):
         params.append((nudge(W, a), nudge(b, a), *(nudge(p, layer_norm_amplitude(d_in)) for p in norm_params)))
     picked = slice(None) if rows is None else rows
     residual = batch.residual[picked]  # (rows, d_out): output - target
-    target = batch.rows_t[picked] - draw(residual.shape, np.sqrt(ELEMENTWISE)) * residual  # (rows, d_out)
+    # target - P sqrt(ELEMENTWISE) r (output - target), made in the run's dtype, as the run would round it
+    moved = draw(residual.shape, np.sqrt(ELEMENTWISE))  # (rows, d_out)
+    moved *= residual
+    target = np.subtract(batch.rows_t[picked], moved, out=moved)
     return params, target if rows is not None else target.reshape(batch.base[1].shape)
 
 
-def unit_draws(rng: np.random.Generator, shape, dtype) -> np.ndarray:
-    """The perturbed runs' r: random numbers of mean 0 and mean square 1, uniform on [-sqrt(3), sqrt(3)],
-    in `dtype`. The root-mean-square moves the bound takes depend on r only through its mean
-    square, and uniform numbers cost a fifth of normal ones."""
-    r = rng.random(shape, dtype=np.dtype(dtype))
-    r -= 0.5
-    r *= 2 * math.sqrt(3)
-    return r
+def unit_draws(rng: np.random.Generator, shape, dtype, scale: float = 1.0, where=None) -> np.ndarray:
+    """scale times the perturbed runs' r, in `dtype`: random signs, +1 or -1 at even odds (mean 0,
+    mean square 1), and 0 where `where` (a bool array of `shape`) is False. The root-mean-square
+    moves the bound takes depend on r only through its mean square; a sign takes one random bit,
+    and where an element's move is one r's (a GELU's own error), its square is 1 in every draw,
+    not scattered around 1 as a uniform or normal number's would be."""
+    n = math.prod(shape)
+    signs = np.unpackbits(np.frombuffer(rng.bytes(-(-n // 8)), np.uint8), count=n).view(np.int8)  # (n,) 0 or 1
+    signs *= 2
+    signs -= 1  # -1 or +1: bytes, a quarter of a float32 pass each
+    if where is not None:
+        signs *= where.reshape(-1)
+    return np.multiply(signs, scale, dtype=np.dtype(dtype)).reshape(shape)  # exactly +-scale in dtype, or 0
 
 
 def layer_norm_amplitude(d: int) -> float:
@@ -464,86 +474,85 @@ def activation_noise(
                                                             Phi' = 0.5 (1 - t^2) u'(z) (tanh form)
         slope  |dout| e 0.5 |t| r  (exact form)             Phi' = exp(-z^2 / 2) / sqrt(2 pi): no t in it
 
-    t is read off the implementation's own values: t = 2 g / z - 1 from the reference's g,
-    t = 2 Phi - 1 from fast.py's Phi. r is standard normal, one per unit for all rows alike when
-    `shared` (identical rows round alike), else one per element, and 0 past |z| = SATURATED. On
-    leaving, the module's own functions are back. memo: for a shared run made in chunks of rows
-    (in_chunks), one dict for all its chunks, each entering anew: the first chunk draws each GELU
-    call's row of r, in the order the whole batch would, and the others take the same rows.
-    perturbation: the runs' PERTURBATION, by their dtype; r is drawn in z's dtype."""
+    worked out in h = |t| / 2 = |Phi - 1/2|, read off the implementation's own values: h = |g / z - 1/2|
+    from the reference's g, h = |Phi - 1/2| from fast.py's Phi. r (unit_draws, e and the
+    perturbation in it) is one per unit for all rows alike when `shared` (identical rows round
+    alike), else one per element, and 0 past |z| = SATURATED. On leaving, the module's own
+    functions are back. memo: for a shared run made in chunks of rows (in_chunks), one dict for
+    all its chunks, each entering anew: the first chunk draws each GELU call's row of r, in the
+    order the whole batch would, and the others take the same rows. perturbation: the runs'
+    PERTURBATION, by their dtype; r is drawn in z's dtype."""
     memo = {} if memo is None else memo
     calls = {"value": 0, "slope": 0}  # this entry's calls so far: which of memo's draws is next
+    amplitude = perturbation * SPECIAL_FUNCTION_ERROR  # e and the perturbation, in every r
 
     # Each line below writes into an array it made (out=, *=): the runs are as large as the
     # batch, and every fresh array of that size costs its page faults again.
-    def draw(z, near, kind):  # r, (...,) like z; 0 where t saturates, near = min(|z|, SATURATED)
+    def draw(z, near, kind):  # amplitude r, (...,) like z; 0 where t saturates, near = min(|z|, SATURATED)
         in_reach = np.less(near, SATURATED)  # NaN counts as saturated
         if shared:
             key = (kind, calls[kind])
             calls[kind] += 1
-            r = memo[key] if key in memo else memo.setdefault(key, unit_draws(rng, z.shape[-1:], z.dtype))
-            return np.multiply(in_reach, r)  # the one row of draws, on every row
-        r = unit_draws(rng, z.shape, z.dtype)
-        r *= in_reach
-        return r
+            if key not in memo:
+                memo[key] = unit_draws(rng, z.shape[-1:], z.dtype, amplitude)
+            return np.multiply(in_reach, memo[key])  # the one row of draws, on every row
+        return unit_draws(rng, z.shape, z.dtype, amplitude, where=in_reach)
 
-    def value_noise(z, t):  # the value's, (...,) like z
+    def value_noise(z, h):  # the value's, |z| h (amplitude r), (...,) like z
         noise = np.abs(z)
         r = draw(z, noise, "value")
-        noise *= perturbation * 0.5 * SPECIAL_FUNCTION_ERROR
-        noise *= t
+        noise *= h
         return np.multiply(noise, r, out=noise)
 
-    def slope_noise(dout, z, t, form):  # the slope's times |dout|, (...,) like z
+    def slope_noise(dout, z, h, form):  # the slope's times |dout|, (...,) like z
         near = np.abs(z)
         near = np.minimum(near, SATURATED, out=near)  # (...,): past it r is 0, and near^3 stays in range
         r = draw(z, near, "slope")
-        if form == "tanh":  # 0.5 t + near t^2 k (1 + 3 c near^2)
+        if form == "tanh":  # 0.5 |t| + near t^2 u'(near) = h (1 + near h 4 k (1 + 3 c near^2))
             slope = np.multiply(near, near)
-            slope *= 3 * TANH_C
-            slope += 1
-            slope *= TANH_K
+            slope *= 12 * TANH_K * TANH_C
+            slope += 4 * TANH_K
             slope *= near
-            slope *= t
-            slope += 0.5
-            slope *= t
-        else:
-            slope = np.multiply(t, 0.5)
-        slope *= np.abs(dout, out=near)  # near is not needed again
-        slope *= perturbation * SPECIAL_FUNCTION_ERROR
+            slope *= h
+            slope += 1
+            slope *= h
+            slope *= np.abs(dout, out=near)  # near is not needed again
+        else:  # 0.5 |t| = h
+            slope = np.multiply(np.abs(dout, out=near), h)
         return np.multiply(slope, r, out=slope)
 
     if module is impl_numpy.model:  # gelu(z, form) -> g; gelu_backward(dout, z, form) -> dz
         names = ("gelu", "gelu_backward")
         gelu, gelu_backward = module.gelu, module.gelu_backward
 
-        def t_of(z, g):  # |t| = |2 g / z - 1|, 0 at z = 0
-            return np.abs(np.divide(2 * g - z, z, out=np.zeros_like(z), where=z != 0))
+        def h_of(z, g):  # h = |g / z - 1/2|, 0 at z = 0
+            h = np.divide(g, z, out=np.full_like(z, 0.5), where=z != 0)
+            h -= 0.5
+            return np.abs(h, out=h)
 
         def noisy_gelu(z, form):
             g = gelu(z, form)
-            return g + value_noise(z, t_of(z, g))
+            return g + value_noise(z, h_of(z, g))
 
         def noisy_gelu_backward(dout, z, form):
-            t = t_of(z, gelu(z, form))
-            return gelu_backward(dout, z, form) + slope_noise(dout, z, t, form)
+            h = h_of(z, gelu(z, form))
+            return gelu_backward(dout, z, form) + slope_noise(dout, z, h, form)
 
     elif module is impl_numpy.fast:  # gelu_forward(z, b, x, form) -> (Phi, y); gelu_backward(dy, z, phi, scratch, form) -> dz in z
         names = ("gelu_forward", "gelu_backward")
         gelu, gelu_backward = module.gelu_forward, module.gelu_backward
 
-        def t_of(phi):  # |t| = |2 Phi - 1|
-            t = np.multiply(phi, 2)
-            t -= 1
-            return np.abs(t, out=t)
+        def h_of(phi):  # h = |Phi - 1/2|
+            h = np.subtract(phi, 0.5)
+            return np.abs(h, out=h)
 
         def noisy_gelu(z, b, x, form):
             phi, y = gelu(z, b, x, form)  # z is now z + b
-            y += value_noise(z, t_of(phi))  # y = (x +) g: the noise joins g
+            y += value_noise(z, h_of(phi))  # y = (x +) g: the noise joins g
             return phi, y
 
         def noisy_gelu_backward(dy, z, phi, scratch, form):
-            noise = slope_noise(dy, z, t_of(phi), form)  # before z's buffer takes dz
+            noise = slope_noise(dy, z, h_of(phi), form)  # before z's buffer takes dz
             dz = gelu_backward(dy, z, phi, scratch, form)
             dz += noise
             return dz
@@ -659,7 +668,8 @@ def linear_first_draw(batch: Batch, add_run: Callable) -> bool:
         return activation_noise(batch.rng, True, batch.module, negated, batch.perturbation)
 
     mirrored = [tuple(2 * a0 - a for a0, a in zip(layer0, layer)) for layer0, layer in zip(batch.params, params)]
-    mirrored_target = 2 * batch.rows_t.reshape(target.shape) - target
+    mirrored_target = np.multiply(batch.rows_t.reshape(target.shape), 2, dtype=target.dtype)  # 2 t0 - target
+    mirrored_target -= target
     noise = functools.partial(activation_noise, batch.rng, True, batch.module, memo, batch.perturbation)
     plus, minus = batch.run(params, target, noise), batch.run(mirrored, mirrored_target, mirrored_noise)
     base = batch.base
@@ -724,10 +734,10 @@ def even_odd_squares(t0, t1, t2, s: float) -> np.ndarray:
     """[sum((even / s)^2), sum((odd / s)^2)] of a draw's move t1 - t0 and its mirror's t2 - t0
     (linear_first_draw): even (t1 + t2) / 2 - t0, odd (t1 - t2) / 2, in float64."""
     t1, t2 = np.ravel(t1), np.ravel(t2)  # left as they are, in their own dtype: each ufunc casts
-    part = np.add(t1, t2, dtype=np.float64)  # the one new array: the even part, then the odd
-    part /= 2
+    part = np.add(t1, t2, dtype=np.float64)  # the one new array: twice the even part, then the odd
     part -= np.ravel(t0)
-    part /= s
+    part -= np.ravel(t0)
+    part /= 2 * s  # s a power of two: (2 even / 2 s)^2 is (even / s)^2 as rounded
     even = np.dot(part, part)
     odd = np.subtract(t1, t2, out=part, dtype=np.float64)
     odd /= 2 * s
